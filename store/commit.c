@@ -1,0 +1,240 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * commit.c - transactions: turning the changes in memory into the next
+ * durable state of the pool, in an order that survives a crash anywhere.
+ *
+ * A commit (docs/architecture.md, "the life of a write"):
+ *   1. under meta_lock: write every changed tree node to a fresh block (in
+ *      memory, sealed), take the lists of what this transaction freed;
+ *   2. flush every member that was written: the data of newly allocated
+ *      extents is durable before any metadata that maps it;
+ *   3. write the new metadata blocks to each of their copies, flush;
+ *   4. write superblock slot txid % 2 on every member, flush each;
+ *   5. only now discard and release what the transaction freed.
+ * A crash before 4 completes on some member leaves the previous commit
+ * (whose blocks nothing overwrote) or this one; both are whole.
+ *
+ * Must never: write a superblock after a failed write or flush (the pool
+ * then refuses changes until reopened), or reuse a freed block or extent
+ * before the transaction that freed it is durable.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk)
+{
+	if (p->nq == p->qcap) {
+		size_t cap = p->qcap ? p->qcap * 2 : 64;
+		struct qbuf *q = realloc(p->q, cap * sizeof(*q));
+
+		if (!q) {
+			free(blk);
+			return -ENOMEM;
+		}
+		p->q = q;
+		p->qcap = cap;
+	}
+	p->q[p->nq].addr = addr;
+	p->q[p->nq].blk = blk;
+	p->nq++;
+	return 0;
+}
+
+/* Flushes every member written since its last flush. */
+static int flush_members(struct vdp_pool *p)
+{
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		struct pmember *pm = &p->members[i];
+		int r;
+
+		if (!atomic_exchange(&pm->written, false))
+			continue;
+		r = pm->m->ops->flush(pm->m);
+		if (r < 0) {
+			atomic_store(&pm->written, true);
+			vdp_set_error("member %s: flush failed: %s",
+				      pm->m->path, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int write_queue(struct vdp_pool *p, struct qbuf *q, size_t nq)
+{
+	for (size_t i = 0; i < nq; i++) {
+		int r = pool_meta_write(p, q[i].addr, q[i].blk);
+
+		if (r < 0)
+			return r;
+	}
+	return flush_members(p);
+}
+
+static void discard_extents(struct vdp_pool *p, const struct u64vec *ext)
+{
+	for (size_t i = 0; i < ext->n; i++) {
+		struct pmember *pm;
+		uint64_t off;
+
+		pool_member_offset(p, ext->v[i], &pm, &off);
+		if (pm->m->ops->discard)
+			(void)pm->m->ops->discard(pm->m, off, p->extent_size);
+	}
+}
+
+static int do_commit(struct vdp_pool *p)
+{
+	struct u64vec ext, meta;
+	struct qbuf *q;
+	size_t nq;
+	uint64_t txid;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->failed) {
+		pthread_mutex_unlock(&p->meta_lock);
+		vdp_set_error("pool %s: an earlier commit failed; remount",
+			      p->name);
+		return -EIO;
+	}
+	if (!p->changed && p->pend_ext.n == 0 && p->pend_meta.n == 0) {
+		pthread_mutex_unlock(&p->meta_lock);
+		return flush_members(p);
+	}
+	txid = p->txid + 1;
+	p->build_txid = txid;
+	r = ns_commit(p);
+	if (r == 0)
+		r = rtree_commit(p, &p->refc, &p->sb_refc);
+	if (r == 0)
+		r = rtree_commit(p, &p->inodes, &p->sb_inodes);
+	p->sb_next_ino = p->next_ino;
+	q = p->q;
+	nq = p->nq;
+	p->q = NULL;
+	p->nq = p->qcap = 0;
+	ext = p->pend_ext;
+	meta = p->pend_meta;
+	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
+	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
+	p->changed = false;
+	if (r < 0)
+		p->failed = true;
+	pthread_mutex_unlock(&p->meta_lock);
+
+	if (r == 0)
+		r = flush_members(p);
+	if (r == 0)
+		r = write_queue(p, q, nq);
+	if (r == 0)
+		r = pool_write_super(p, txid);
+	if (r == 0)
+		discard_extents(p, &ext);
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (r == 0) {
+		p->txid = txid;
+		release_pending(p, &ext, &meta);
+	} else {
+		p->failed = true;
+		p->n_errors++;
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	p->n_commits++;
+	for (size_t i = 0; i < nq; i++)
+		free(q[i].blk);
+	free(q);
+	free(ext.v);
+	free(meta.v);
+	return r;
+}
+
+int vdp_pool_commit(struct vdp_pool *p)
+{
+	uint64_t mine, covers;
+	int r;
+
+	if (p->rdonly)
+		return 0;
+	pthread_mutex_lock(&p->commit_lock);
+	mine = ++p->tickets;
+	while (p->committing)
+		pthread_cond_wait(&p->commit_cv, &p->commit_lock);
+	if (p->done_ticket >= mine) {
+		/* A commit that started after we asked covered us. */
+		r = p->done_result;
+		pthread_mutex_unlock(&p->commit_lock);
+		return r;
+	}
+	p->committing = true;
+	covers = p->tickets;
+	pthread_mutex_unlock(&p->commit_lock);
+
+	r = do_commit(p);
+
+	pthread_mutex_lock(&p->commit_lock);
+	p->committing = false;
+	p->done_ticket = covers;
+	p->done_result = r;
+	pthread_cond_broadcast(&p->commit_cv);
+	pthread_mutex_unlock(&p->commit_lock);
+	return r;
+}
+
+static void *timer_main(void *arg)
+{
+	struct vdp_pool *p = arg;
+
+	pthread_mutex_lock(&p->commit_lock);
+	while (!p->stopping) {
+		struct timespec ts;
+		unsigned ms = p->interval_ms ? p->interval_ms : 3600000;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (long)(ms % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->commit_cv, &p->commit_lock, &ts);
+		if (p->stopping || !p->interval_ms)
+			continue;
+		pthread_mutex_unlock(&p->commit_lock);
+		pthread_mutex_lock(&p->meta_lock);
+		bool due = p->changed || p->pend_ext.n || p->pend_meta.n;
+		pthread_mutex_unlock(&p->meta_lock);
+		if (due)
+			(void)vdp_pool_commit(p);
+		pthread_mutex_lock(&p->commit_lock);
+	}
+	pthread_mutex_unlock(&p->commit_lock);
+	return NULL;
+}
+
+int commit_start_timer(struct vdp_pool *p)
+{
+	int r = pthread_create(&p->timer, NULL, timer_main, p);
+
+	if (r != 0)
+		return -r;
+	p->timer_started = true;
+	return 0;
+}
+
+void commit_stop_timer(struct vdp_pool *p)
+{
+	if (!p->timer_started)
+		return;
+	pthread_mutex_lock(&p->commit_lock);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->commit_cv);
+	pthread_mutex_unlock(&p->commit_lock);
+	pthread_join(p->timer, NULL);
+	p->timer_started = false;
+}

@@ -1,0 +1,168 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - what the store's own files share: the pool object, the
+ * in-memory inode and directory entry, and the seams between allocator,
+ * metadata I/O, commit and namespace.  Never included outside store/.
+ *
+ * Locking, from outer to inner:
+ *   vnode->io (rwlock)  data I/O of a disk takes it shared; anything that
+ *                       changes the disk's extent map takes it exclusive.
+ *   p->meta_lock        every in-memory metadata structure: vnodes,
+ *                       dentries, trees, allocators, pending lists.  Held
+ *                       for memory work only, never across member I/O.
+ *   p->commit_lock      one commit at a time (see commit.c).
+ */
+#ifndef VDP_INTERNAL_H
+#define VDP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "format.h"
+#include "member.h"
+#include "rtree.h"
+#include "vdpool.h"
+
+/* Sets the thread's vdp_last_error() sentence. */
+void vdp_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable array of u64 (pending frees). */
+struct u64vec {
+	uint64_t *v;
+	size_t n, cap;
+};
+int u64vec_push(struct u64vec *a, uint64_t x);
+
+/* A member as the pool sees it. */
+struct pmember {
+	struct vdp_member *m;
+	struct vdp_dmember d; /* its record, host byte order */
+	uint64_t *used;	      /* bit per extent: referenced or pending free */
+	uint64_t nfree;	      /* clear bits */
+	uint64_t cursor;      /* next-fit search start */
+	atomic_bool written;  /* written since its last flush */
+};
+
+struct dentry {
+	struct dentry *hnext;	    /* p->dtab chain, keyed (parent, name) */
+	struct dentry *prev, *next; /* the directory's entries, cookie order */
+	uint64_t parent, ino, cookie;
+	char name[];
+};
+
+struct vnode {
+	struct vnode *hnext; /* p->vtab chain */
+	uint64_t ino;
+	struct vdp_dinode d; /* host byte order; roots are filled at commit */
+	struct rtree data;   /* files: VDP_TREE_MAP; dirs: dirent blob */
+	struct rtree xblob;  /* xattr blob */
+	struct dentry *dhead, *dtail; /* dirs */
+	uint64_t next_cookie;
+	uint8_t *xattrs; /* serialized user.* xattrs, d.xattr_len bytes */
+	uint64_t nlookup;
+	bool dirty;	/* record changed */
+	bool dir_dirty; /* directory entries changed */
+	bool xdirty;	/* xattrs changed */
+	bool listed;	/* on p->dirty */
+	pthread_rwlock_t io;
+};
+
+struct qbuf {
+	uint64_t addr;
+	void *blk; /* VDP_BLOCK_SIZE, sealed */
+};
+
+struct vdp_pool {
+	uint8_t uuid[16];
+	uint64_t seed;
+	char name[VDP_POOL_NAME_MAX + 1];
+	unsigned extent_shift;
+	uint64_t extent_size;
+	uint64_t create_time;
+	bool rdonly;
+	unsigned nmembers;
+	struct pmember members[VDP_MAX_MEMBERS];
+	unsigned nchunks;
+	struct vdp_dchunk chunks[VDP_MAX_CHUNKS]; /* host byte order */
+
+	pthread_mutex_t meta_lock;
+	uint64_t txid; /* last durable commit */
+	uint64_t next_ino;
+	struct rtree inodes, refc;
+	uint64_t meta_blocks; /* logical metadata blocks in all chunks */
+	uint64_t *meta_used;
+	uint64_t meta_nfree, meta_cursor;
+	struct vnode **vtab;
+	size_t vtab_size, nvnodes;
+	struct dentry **dtab;
+	size_t dtab_size, ndentries;
+	struct vnode **dirty;
+	size_t ndirty, dirty_cap;
+	bool changed;			   /* something for the next commit */
+	struct u64vec pend_ext, pend_meta; /* freed in the open transaction */
+	struct qbuf *q; /* blocks of the commit being built */
+	size_t nq, qcap;
+	uint64_t build_txid;
+	struct vdp_droot sb_inodes, sb_refc; /* roots of the commit built */
+	uint64_t sb_next_ino;
+	bool failed; /* a commit failed: refuse changes */
+
+	pthread_mutex_t commit_lock;
+	pthread_cond_t commit_cv;
+	bool committing, stopping;
+	uint64_t tickets, done_ticket;
+	int done_result;
+	unsigned interval_ms;
+	bool timer_started;
+	pthread_t timer;
+
+	atomic_uint_fast64_t n_reads, n_writes, b_read, b_written, n_commits,
+		n_errors;
+};
+
+/* pool.c */
+int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
+		   uint64_t owner, int level);
+int pool_write_super(struct vdp_pool *p, uint64_t txid);
+int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk);
+void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
+			struct pmember **pm, uint64_t *off);
+
+/* alloc.c */
+int alloc_init(struct vdp_pool *p);
+void alloc_free_all(struct vdp_pool *p);
+int alloc_meta(struct vdp_pool *p, uint64_t *addr);
+void free_meta(struct vdp_pool *p, uint64_t addr);
+int mark_meta_used(struct vdp_pool *p, uint64_t addr);
+int alloc_extent(struct vdp_pool *p, uint64_t *pid);
+int mark_extent_used(struct vdp_pool *p, uint64_t pid);
+int extent_ref(struct vdp_pool *p, uint64_t pid);
+int extent_unref(struct vdp_pool *p, uint64_t pid);
+uint32_t extent_refcount(struct vdp_pool *p, uint64_t pid);
+void release_pending(struct vdp_pool *p, struct u64vec *ext,
+		     struct u64vec *meta);
+bool pid_valid(const struct vdp_pool *p, uint64_t pid);
+
+/* commit.c */
+int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk);
+int commit_start_timer(struct vdp_pool *p);
+void commit_stop_timer(struct vdp_pool *p);
+
+/* namespace.c */
+int ns_load(struct vdp_pool *p);
+int ns_init_root(struct vdp_pool *p);
+void ns_free(struct vdp_pool *p);
+int ns_commit(struct vdp_pool *p);
+struct vnode *vnode_get(struct vdp_pool *p, uint64_t ino);
+void vnode_dirty(struct vdp_pool *p, struct vnode *v);
+void vnode_touch(struct vnode *v, bool mtime, bool ctime);
+int ns_path_of(struct vdp_pool *p, uint64_t ino, char *buf, size_t size);
+
+/* vdisk.c */
+int vdisk_truncate(struct vdp_pool *p, struct vnode *v, uint64_t size);
+void vdisk_release_all(struct vdp_pool *p, struct vnode *v);
+uint64_t vdisk_max_size(const struct vdp_pool *p);
+
+#endif

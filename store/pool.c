@@ -1,0 +1,943 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pool.c - creating, opening and closing pools: superblocks, the member
+ * table, and reading/writing metadata blocks through the metadata chunks
+ * (each block on up to two members).
+ *
+ * Must never: open a member of another pool as ours, write to a pool it
+ * opened read-only, or write anything before every check of a create has
+ * passed.
+ */
+#include <blkid/blkid.h>
+#include <ctype.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "block.h"
+#include "internal.h"
+
+static __thread char last_error[1024];
+
+const char *vdp_last_error(void)
+{
+	return last_error;
+}
+
+void vdp_set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+}
+
+const char *vdp_registry_dir(void)
+{
+	const char *d = getenv("VDPOOL_REGISTRY");
+
+	return d && *d ? d : "/etc/vdpool/pools";
+}
+
+static void uuid_str(const uint8_t u[16], char s[37])
+{
+	snprintf(s, 37,
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+		 "%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+		 u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
+			struct pmember **pm, uint64_t *off)
+{
+	struct pmember *m = (struct pmember *)&p->members[VDP_PID_MEMBER(pid)];
+
+	*pm = m;
+	*off = m->d.data_off + (VDP_PID_INDEX(pid) << p->extent_shift);
+}
+
+/* ---- metadata blocks ---------------------------------------------------- */
+
+static const struct vdp_dchunk *chunk_of(const struct vdp_pool *p,
+					 uint64_t addr)
+{
+	for (unsigned c = 0; c < p->nchunks; c++)
+		if (addr >= p->chunks[c].lstart &&
+		    addr - p->chunks[c].lstart < p->chunks[c].nblocks)
+			return &p->chunks[c];
+	return NULL;
+}
+
+static int check_header(const struct vdp_pool *p, const uint8_t *blk,
+			uint8_t tree, uint64_t owner, int level, char *why,
+			size_t wl)
+{
+	const struct vdp_bhdr *h = (const struct vdp_bhdr *)blk;
+	uint16_t type = le16toh(h->type);
+
+	if (le64toh(h->txid) > p->txid) {
+		snprintf(why, wl,
+			 "written by transaction %llu, after the "
+			 "last commit %llu",
+			 (unsigned long long)le64toh(h->txid),
+			 (unsigned long long)p->txid);
+		return -EUCLEAN;
+	}
+	if (h->tree != tree || le64toh(h->owner) != owner ||
+	    h->level != level || type != (level ? VDP_BT_NODE : VDP_BT_LEAF)) {
+		snprintf(why, wl,
+			 "holds tree %u owner %llu level %u, "
+			 "expected tree %u owner %llu level %d",
+			 h->tree, (unsigned long long)le64toh(h->owner),
+			 h->level, tree, (unsigned long long)owner, level);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
+		   uint64_t owner, int level)
+{
+	const struct vdp_dchunk *c = chunk_of(p, addr);
+	char why[2][160] = {"", ""};
+	int r = -EIO, bad = -1;
+
+	if (!c) {
+		vdp_set_error("metadata block %llu is outside the metadata "
+			      "space",
+			      (unsigned long long)addr);
+		return -EUCLEAN;
+	}
+	for (unsigned k = 0; k < c->ncopies; k++) {
+		struct pmember *pm = &p->members[c->member[k]];
+		uint64_t off =
+			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE;
+
+		r = pm->m->ops->pread(pm->m, blk, VDP_BLOCK_SIZE, off);
+		if (r < 0)
+			snprintf(why[k], sizeof(why[k]), "%s", strerror(-r));
+		else
+			r = vdp_block_verify(blk, VDP_BLOCK_SIZE,
+					     VDP_MAGIC_META, addr, p->uuid,
+					     why[k], sizeof(why[k]));
+		if (r == 0)
+			r = check_header(p, blk, tree, owner, level, why[k],
+					 sizeof(why[k]));
+		if (r == 0) {
+			if (bad >= 0 && !p->rdonly) {
+				/* Heal the bad copy from the good one. */
+				struct pmember *bm =
+					&p->members[c->member[bad]];
+
+				(void)bm->m->ops->pwrite(
+					bm->m, blk, VDP_BLOCK_SIZE,
+					c->offset[bad] +
+						(addr - c->lstart) *
+							VDP_BLOCK_SIZE);
+			}
+			return 0;
+		}
+		bad = (int)k;
+		p->n_errors++;
+	}
+	if (c->ncopies == 2)
+		vdp_set_error("metadata block %llu is corrupt: on %s at "
+			      "offset %llu: %s; on %s: %s",
+			      (unsigned long long)addr,
+			      p->members[c->member[0]].m->path,
+			      (unsigned long long)(c->offset[0] +
+						   (addr - c->lstart) *
+							   VDP_BLOCK_SIZE),
+			      why[0], p->members[c->member[1]].m->path, why[1]);
+	else
+		vdp_set_error("metadata block %llu is corrupt: on %s at "
+			      "offset %llu: %s",
+			      (unsigned long long)addr,
+			      p->members[c->member[0]].m->path,
+			      (unsigned long long)(c->offset[0] +
+						   (addr - c->lstart) *
+							   VDP_BLOCK_SIZE),
+			      why[0]);
+	return r == -EIO ? -EIO : -EUCLEAN;
+}
+
+/* Writes one sealed block to every copy; the caller flushes. */
+int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk)
+{
+	const struct vdp_dchunk *c = chunk_of(p, addr);
+
+	if (!c)
+		return -EUCLEAN;
+	for (unsigned k = 0; k < c->ncopies; k++) {
+		struct pmember *pm = &p->members[c->member[k]];
+		int r = pm->m->ops->pwrite(
+			pm->m, blk, VDP_BLOCK_SIZE,
+			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE);
+
+		if (r < 0) {
+			vdp_set_error("member %s: metadata write failed: %s",
+				      pm->m->path, strerror(-r));
+			return r;
+		}
+		atomic_store(&pm->written, true);
+	}
+	return 0;
+}
+
+/* ---- superblocks -------------------------------------------------------- */
+
+static void super_build(const struct vdp_pool *p, unsigned mi, uint64_t txid,
+			struct vdp_dsuper *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->h.magic = htole64(VDP_MAGIC_SUPER);
+	s->h.blocknr = htole64(txid % VDP_SB_SLOTS);
+	s->h.txid = htole64(txid);
+	memcpy(s->h.pool_uuid, p->uuid, 16);
+	s->h.type = htole16(VDP_BT_SUPER);
+	s->version = htole32(VDP_FORMAT_VERSION);
+	s->sb_size = htole32(VDP_SB_SIZE);
+	memcpy(s->member_uuid, p->members[mi].d.uuid, 16);
+	s->member_index = htole32(mi);
+	s->extent_shift = htole32(p->extent_shift);
+	s->nmembers = htole32(p->nmembers);
+	s->nchunks = htole32(p->nchunks);
+	memcpy(s->name, p->name, sizeof(p->name));
+	s->create_time = htole64(p->create_time);
+	s->next_ino = htole64(p->sb_next_ino);
+	s->inodes.addr = htole64(p->sb_inodes.addr);
+	s->inodes.height = p->sb_inodes.height;
+	s->refc.addr = htole64(p->sb_refc.addr);
+	s->refc.height = p->sb_refc.height;
+	for (unsigned c = 0; c < p->nchunks; c++) {
+		const struct vdp_dchunk *h = &p->chunks[c];
+		struct vdp_dchunk *d = &s->chunks[c];
+
+		d->lstart = htole64(h->lstart);
+		d->nblocks = htole64(h->nblocks);
+		d->ncopies = htole16(h->ncopies);
+		for (unsigned k = 0; k < 2; k++) {
+			d->member[k] = htole16(h->member[k]);
+			d->offset[k] = htole64(h->offset[k]);
+		}
+	}
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		const struct vdp_dmember *h = &p->members[i].d;
+		struct vdp_dmember *d = &s->members[i];
+
+		memcpy(d->uuid, h->uuid, 16);
+		d->size = htole64(h->size);
+		d->data_off = htole64(h->data_off);
+		d->nextents = htole64(h->nextents);
+		d->kind = htole32(h->kind);
+		d->state = htole32(h->state);
+		memcpy(d->path, h->path, sizeof(d->path));
+	}
+	vdp_block_seal(s, VDP_SB_SIZE, p->seed);
+}
+
+int pool_write_super(struct vdp_pool *p, uint64_t txid)
+{
+	struct vdp_dsuper *s;
+	int r = 0;
+
+	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0)
+		return -ENOMEM;
+	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
+		struct vdp_member *m = p->members[i].m;
+
+		super_build(p, i, txid, s);
+		r = m->ops->pwrite(m, s, VDP_SB_SIZE,
+				   (txid % VDP_SB_SLOTS) * VDP_SB_SIZE);
+		if (r == 0)
+			r = m->ops->flush(m);
+		if (r < 0)
+			vdp_set_error("member %s: superblock write failed: %s",
+				      m->path, strerror(-r));
+	}
+	free(s);
+	return r;
+}
+
+/*
+ * Reads both slots of M into S (16 KiB aligned) and keeps the valid one with
+ * the highest txid.  Returns 0, or -EBADMSG/-ESTALE/-errno with the reason
+ * in WHY when neither slot is valid.
+ */
+static int super_read(struct vdp_member *m, struct vdp_dsuper *s, char *why,
+		      size_t wl)
+{
+	struct vdp_dsuper *t;
+	uint64_t best = 0;
+	int r, found = 0;
+	char w[2][96];
+
+	if (posix_memalign((void **)&t, 4096, sizeof(*t)) != 0)
+		return -ENOMEM;
+	for (unsigned k = 0; k < VDP_SB_SLOTS; k++) {
+		r = m->size < (k + 1) * VDP_SB_SIZE
+			    ? -EBADMSG
+			    : m->ops->pread(m, t, VDP_SB_SIZE, k * VDP_SB_SIZE);
+		if (r < 0) {
+			snprintf(w[k], sizeof(w[k]), "%s", strerror(-r));
+			continue;
+		}
+		r = vdp_block_verify(t, VDP_SB_SIZE, VDP_MAGIC_SUPER, k,
+				     t->h.pool_uuid, w[k], sizeof(w[k]));
+		if (r == 0 && le64toh(t->h.txid) % VDP_SB_SLOTS != k) {
+			snprintf(w[k], sizeof(w[k]), "txid in wrong slot");
+			r = -EBADMSG;
+		}
+		if (r == 0 && (!found || le64toh(t->h.txid) > best)) {
+			best = le64toh(t->h.txid);
+			memcpy(s, t, sizeof(*s));
+			found = 1;
+		}
+	}
+	free(t);
+	if (found)
+		return 0;
+	snprintf(why, wl, "no valid superblock (slot 0: %.60s; slot 1: %.60s)",
+		 w[0], w[1]);
+	return -EBADMSG;
+}
+
+/* ---- pool object -------------------------------------------------------- */
+
+static struct vdp_pool *pool_alloc(void)
+{
+	struct vdp_pool *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	pthread_mutex_init(&p->meta_lock, NULL);
+	pthread_mutex_init(&p->commit_lock, NULL);
+	pthread_cond_init(&p->commit_cv, NULL);
+	p->interval_ms = 2000;
+	rtree_init(&p->inodes, VDP_TREE_INODES, sizeof(struct vdp_dinode), 0);
+	rtree_init(&p->refc, VDP_TREE_REFC, sizeof(uint32_t), 0);
+	return p;
+}
+
+static void pool_free(struct vdp_pool *p)
+{
+	ns_free(p);
+	rtree_destroy(&p->inodes);
+	rtree_destroy(&p->refc);
+	alloc_free_all(p);
+	for (unsigned i = 0; i < p->nmembers; i++)
+		vdp_member_close(p->members[i].m);
+	for (size_t i = 0; i < p->nq; i++)
+		free(p->q[i].blk);
+	free(p->q);
+	pthread_mutex_destroy(&p->meta_lock);
+	pthread_mutex_destroy(&p->commit_lock);
+	pthread_cond_destroy(&p->commit_cv);
+	free(p);
+}
+
+static int lock_members(struct vdp_pool *p, bool exclusive)
+{
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		struct vdp_member *m = p->members[i].m;
+		int r = m->ops->lock ? m->ops->lock(m, exclusive) : 0;
+
+		if (r == -EBUSY) {
+			vdp_set_error("pool %s is in use: member %s is locked "
+				      "by another process (mounted?)",
+				      p->name, m->path);
+			return r;
+		}
+		if (r < 0) {
+			vdp_set_error("member %s: cannot lock: %s", m->path,
+				      strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+static bool name_ok(const char *n)
+{
+	size_t l = strlen(n);
+
+	if (l == 0 || l > VDP_POOL_NAME_MAX || n[0] == '.')
+		return false;
+	for (; *n; n++)
+		if (!isalnum((unsigned char)*n) && !strchr("._-", *n))
+			return false;
+	return true;
+}
+
+/* Refuses a member that holds a vdpool or another known signature. */
+static int check_signature(struct vdp_member *m, bool force)
+{
+	struct vdp_dsuper *s;
+	char why[160];
+	int r = 0;
+
+	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0)
+		return -ENOMEM;
+	if (super_read(m, s, why, sizeof(why)) == 0 && !force) {
+		char u[37], name[65];
+
+		uuid_str(s->h.pool_uuid, u);
+		memcpy(name, s->name, 64);
+		name[64] = 0;
+		vdp_set_error("member %s already belongs to vdpool pool %s "
+			      "(%s); use --force to overwrite it",
+			      m->path, name, u);
+		r = -EEXIST;
+	}
+	free(s);
+	if (r < 0 || force)
+		return r;
+
+	blkid_probe pr = blkid_new_probe_from_filename(m->path);
+	const char *type = NULL, *what = "filesystem";
+
+	if (!pr)
+		return 0; /* unreadable by blkid: our own reads worked */
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+	blkid_probe_enable_partitions(pr, 1);
+	blkid_probe_set_partitions_flags(pr, BLKID_PARTS_MAGIC);
+	if (blkid_do_safeprobe(pr) == 0) {
+		if (blkid_probe_lookup_value(pr, "TYPE", &type, NULL) != 0 &&
+		    blkid_probe_lookup_value(pr, "PTTYPE", &type, NULL) == 0)
+			what = "partition table";
+		if (type) {
+			vdp_set_error("member %s holds a %s %s; use --force "
+				      "to overwrite it",
+				      m->path, type, what);
+			r = -EEXIST;
+		}
+	}
+	blkid_free_probe(pr);
+	return r;
+}
+
+static int register_pool(const struct vdp_pool *p, bool force)
+{
+	const char *dir = vdp_registry_dir();
+	char path[PATH_MAX], tmp[PATH_MAX + 8], cur[PATH_MAX];
+	FILE *f;
+
+	/* mkdir -p */
+	snprintf(cur, sizeof(cur), "%s", dir);
+	for (char *s = cur + 1; *s; s++) {
+		if (*s == '/') {
+			*s = 0;
+			mkdir(cur, 0755);
+			*s = '/';
+		}
+	}
+	if (mkdir(cur, 0755) < 0 && errno != EEXIST) {
+		vdp_set_error("registry %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/%s", dir, p->name);
+	if (!force && access(path, F_OK) == 0) {
+		vdp_set_error("a pool named %s is already registered in %s; "
+			      "choose another --name or use --force",
+			      p->name, path);
+		return -EEXIST;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f) {
+		vdp_set_error("registry %s: %s", tmp, strerror(errno));
+		return -errno;
+	}
+	for (unsigned i = 0; i < p->nmembers; i++)
+		fprintf(f, "%s\n", p->members[i].d.path);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		fclose(f);
+		vdp_set_error("registry %s: %s", tmp, strerror(errno));
+		return -errno;
+	}
+	fclose(f);
+	if (rename(tmp, path) < 0) {
+		vdp_set_error("registry %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+int vdp_pool_create(const char *const *paths, size_t n,
+		    const struct vdp_create_opts *o)
+{
+	unsigned shift =
+		o->extent_shift ? o->extent_shift : VDP_DEFAULT_EXTENT_SHIFT;
+	uint64_t total = 0, meta_bytes, e;
+	unsigned meta_m[2] = {0, 0}, nmeta;
+	struct vdp_pool *p;
+	int r;
+
+	vdp_set_error("%s", "");
+	if (!o->name || !name_ok(o->name)) {
+		vdp_set_error("pool name '%s' is invalid: use 1-63 of "
+			      "A-Z a-z 0-9 . _ - (not starting with '.')",
+			      o->name ? o->name : "");
+		return -EINVAL;
+	}
+	if (shift < VDP_MIN_EXTENT_SHIFT || shift > VDP_MAX_EXTENT_SHIFT) {
+		vdp_set_error("extent size 2^%u is out of range (64 KiB to "
+			      "64 MiB)",
+			      shift);
+		return -EINVAL;
+	}
+	if (n == 0 || n > VDP_MAX_MEMBERS) {
+		vdp_set_error("a pool needs 1 to %d members", VDP_MAX_MEMBERS);
+		return -EINVAL;
+	}
+	e = 1ull << shift;
+	p = pool_alloc();
+	if (!p)
+		return -ENOMEM;
+	snprintf(p->name, sizeof(p->name), "%s", o->name);
+	p->extent_shift = shift;
+	p->extent_size = e;
+	p->create_time = (uint64_t)time(NULL);
+	if (getrandom(p->uuid, 16, 0) != 16) {
+		r = -errno;
+		goto err_free;
+	}
+	p->uuid[6] = (p->uuid[6] & 0x0f) | 0x40;
+	p->uuid[8] = (p->uuid[8] & 0x3f) | 0x80;
+	p->seed = vdp_pool_seed(p->uuid);
+
+	for (size_t i = 0; i < n; i++) {
+		struct pmember *pm = &p->members[i];
+		char real[PATH_MAX];
+		struct stat a, b;
+
+		if (!realpath(paths[i], real)) {
+			r = -errno;
+			vdp_set_error("member %s: %s", paths[i], strerror(-r));
+			goto err_free;
+		}
+		if (strlen(real) >= sizeof(pm->d.path)) {
+			r = -ENAMETOOLONG;
+			vdp_set_error("member %s: path longer than %zu bytes",
+				      real, sizeof(pm->d.path) - 1);
+			goto err_free;
+		}
+		r = vdp_member_open(real, false, &pm->m);
+		if (r < 0)
+			goto err_free;
+		p->nmembers++;
+		stat(real, &a);
+		for (size_t j = 0; j < i; j++) {
+			stat(p->members[j].d.path, &b);
+			if ((S_ISBLK(a.st_mode) && a.st_rdev == b.st_rdev) ||
+			    (a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
+				r = -EINVAL;
+				vdp_set_error("member %s is listed twice (as "
+					      "%s)",
+					      paths[i], p->members[j].d.path);
+				goto err_free;
+			}
+		}
+		r = lock_members(p, true);
+		if (r < 0)
+			goto err_free;
+		r = check_signature(pm->m, o->force);
+		if (r < 0)
+			goto err_free;
+		snprintf(pm->d.path, sizeof(pm->d.path), "%s", real);
+		pm->d.kind = (uint32_t)pm->m->kind;
+		pm->d.size = pm->m->size;
+		if (getrandom(pm->d.uuid, 16, 0) != 16) {
+			r = -errno;
+			goto err_free;
+		}
+		total += pm->m->size;
+	}
+
+	/* Metadata: 1/256 of the pool, at least 16 MiB, on the two largest
+	 * members (one copy each); docs/format.md says why. */
+	meta_bytes = total / 256;
+	if (meta_bytes < (16u << 20))
+		meta_bytes = 16u << 20;
+	meta_bytes =
+		(meta_bytes + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+	nmeta = n >= 2 ? 2 : 1;
+	for (unsigned k = 0; k < nmeta; k++) {
+		int best = -1;
+
+		for (unsigned i = 0; i < n; i++) {
+			if (k == 1 && i == meta_m[0])
+				continue;
+			if (best < 0 ||
+			    p->members[i].d.size > p->members[best].d.size)
+				best = (int)i;
+		}
+		meta_m[k] = (unsigned)best;
+	}
+	p->nchunks = 1;
+	p->chunks[0].lstart = 0;
+	p->chunks[0].nblocks = meta_bytes / VDP_BLOCK_SIZE;
+	p->chunks[0].ncopies = (uint16_t)nmeta;
+	for (unsigned k = 0; k < nmeta; k++) {
+		p->chunks[0].member[k] = (uint16_t)meta_m[k];
+		p->chunks[0].offset[k] = VDP_HEADER_AREA;
+	}
+	p->meta_blocks = p->chunks[0].nblocks;
+	for (unsigned i = 0; i < n; i++) {
+		struct pmember *pm = &p->members[i];
+		uint64_t start = VDP_HEADER_AREA;
+
+		if (i == meta_m[0] || (nmeta == 2 && i == meta_m[1]))
+			start += meta_bytes;
+		pm->d.data_off = (start + e - 1) & ~(e - 1);
+		pm->d.nextents =
+			pm->d.size > pm->d.data_off
+				? (pm->d.size - pm->d.data_off) >> shift
+				: 0;
+		if (pm->d.nextents < 16) {
+			r = -ENOSPC;
+			vdp_set_error(
+				"member %s is too small: %llu bytes, "
+				"needs at least %llu",
+				pm->d.path, (unsigned long long)pm->d.size,
+				(unsigned long long)(pm->d.data_off + 16 * e));
+			goto err_free;
+		}
+	}
+	r = alloc_init(p);
+	if (r < 0)
+		goto err_free;
+	r = ns_init_root(p);
+	if (r < 0)
+		goto err_free;
+	r = register_pool(p, o->force);
+	if (r < 0)
+		goto err_free;
+
+	/* Clear both slots everywhere, so no older pool's superblock can
+	 * outrank ours; then the first commit writes everything. */
+	for (unsigned i = 0; i < n && r == 0; i++) {
+		struct vdp_member *m = p->members[i].m;
+		void *z;
+
+		if (posix_memalign(&z, 4096, VDP_HEADER_AREA) != 0) {
+			r = -ENOMEM;
+			break;
+		}
+		memset(z, 0, VDP_HEADER_AREA);
+		r = m->ops->pwrite(m, z, VDP_HEADER_AREA, 0);
+		free(z);
+		if (r < 0)
+			vdp_set_error("member %s: write failed: %s", m->path,
+				      strerror(-r));
+	}
+	if (r == 0)
+		r = vdp_pool_commit(p);
+	if (r < 0)
+		goto err_free;
+	pool_free(p);
+	return 0;
+
+err_free:
+	pool_free(p);
+	return r;
+}
+
+/* ---- open --------------------------------------------------------------- */
+
+/* The first member path of a pool name from the registry, or SPEC. */
+static int resolve_spec(const char *spec, char *path, size_t size)
+{
+	char reg[PATH_MAX];
+	FILE *f;
+
+	if (strchr(spec, '/') || access(spec, F_OK) == 0) {
+		snprintf(path, size, "%s", spec);
+		return 0;
+	}
+	snprintf(reg, sizeof(reg), "%s/%s", vdp_registry_dir(), spec);
+	f = fopen(reg, "r");
+	if (!f) {
+		vdp_set_error("%s: no such pool (not in %s) and no such "
+			      "member path",
+			      spec, vdp_registry_dir());
+		return -ENOENT;
+	}
+	if (!fgets(path, (int)size, f)) {
+		fclose(f);
+		vdp_set_error("pool %s: registry file %s is empty", spec, reg);
+		return -ENOENT;
+	}
+	fclose(f);
+	path[strcspn(path, "\n")] = 0;
+	return 0;
+}
+
+static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
+			     const char *where)
+{
+	uint64_t fc = le64toh(s->feat_incompat),
+		 fr = le64toh(s->feat_ro_compat);
+
+	if (le32toh(s->version) != VDP_FORMAT_VERSION ||
+	    (fc & ~VDP_FEAT_INCOMPAT_KNOWN)) {
+		vdp_set_error("%s: pool format version %u (features %#llx) "
+			      "is newer than this vdpool understands; "
+			      "upgrade vdpool",
+			      where, le32toh(s->version),
+			      (unsigned long long)fc);
+		return -EPROTONOSUPPORT;
+	}
+	if ((fr & ~VDP_FEAT_RO_COMPAT_KNOWN) && !p->rdonly) {
+		vdp_set_error("%s: pool has features %#llx this vdpool can "
+			      "only read; open it read-only or upgrade",
+			      where, (unsigned long long)fr);
+		return -EROFS;
+	}
+	memcpy(p->uuid, s->h.pool_uuid, 16);
+	p->seed = vdp_pool_seed(p->uuid);
+	p->txid = le64toh(s->h.txid);
+	memcpy(p->name, s->name, sizeof(p->name) - 1);
+	p->extent_shift = le32toh(s->extent_shift);
+	p->nmembers = le32toh(s->nmembers);
+	p->nchunks = le32toh(s->nchunks);
+	if (p->extent_shift < VDP_MIN_EXTENT_SHIFT ||
+	    p->extent_shift > VDP_MAX_EXTENT_SHIFT || p->nmembers == 0 ||
+	    p->nmembers > VDP_MAX_MEMBERS || p->nchunks == 0 ||
+	    p->nchunks > VDP_MAX_CHUNKS) {
+		vdp_set_error("%s: superblock has impossible values", where);
+		return -EUCLEAN;
+	}
+	p->extent_size = 1ull << p->extent_shift;
+	p->create_time = le64toh(s->create_time);
+	p->next_ino = le64toh(s->next_ino);
+	p->meta_blocks = 0;
+	for (unsigned c = 0; c < p->nchunks; c++) {
+		const struct vdp_dchunk *d = &s->chunks[c];
+		struct vdp_dchunk *h = &p->chunks[c];
+
+		h->lstart = le64toh(d->lstart);
+		h->nblocks = le64toh(d->nblocks);
+		h->ncopies = le16toh(d->ncopies);
+		for (unsigned k = 0; k < 2; k++) {
+			h->member[k] = le16toh(d->member[k]);
+			h->offset[k] = le64toh(d->offset[k]);
+		}
+		if (h->ncopies < 1 || h->ncopies > 2 ||
+		    h->member[0] >= p->nmembers ||
+		    (h->ncopies == 2 && h->member[1] >= p->nmembers) ||
+		    h->lstart != p->meta_blocks || h->nblocks > (1ull << 40)) {
+			vdp_set_error("%s: superblock has a bad metadata "
+				      "chunk %u",
+				      where, c);
+			return -EUCLEAN;
+		}
+		p->meta_blocks += h->nblocks;
+	}
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		const struct vdp_dmember *d = &s->members[i];
+		struct vdp_dmember *h = &p->members[i].d;
+
+		memcpy(h->uuid, d->uuid, 16);
+		h->size = le64toh(d->size);
+		h->data_off = le64toh(d->data_off);
+		h->nextents = le64toh(d->nextents);
+		h->kind = le32toh(d->kind);
+		h->state = le32toh(d->state);
+		memcpy(h->path, d->path, sizeof(h->path) - 1);
+		if (h->nextents >= (1ull << VDP_PID_IDX_BITS) ||
+		    h->data_off + (h->nextents << p->extent_shift) > h->size) {
+			vdp_set_error("%s: superblock has a bad record for "
+				      "member %u",
+				      where, i);
+			return -EUCLEAN;
+		}
+	}
+	return 0;
+}
+
+static int tree_mark(void *ctx, const struct rnode *n, uint64_t base)
+{
+	(void)base;
+	return mark_meta_used(ctx, n->addr);
+}
+
+static int refc_mark(void *ctx, const struct rnode *n, uint64_t base)
+{
+	struct vdp_pool *p = ctx;
+	const uint32_t *c = (const uint32_t *)n->data;
+	int r = mark_meta_used(p, n->addr);
+
+	for (unsigned i = 0; r == 0 && n->level == 0 && i < p->refc.per_leaf;
+	     i++)
+		if (c[i])
+			r = mark_extent_used(p, base + i);
+	return r;
+}
+
+/* Opens every member named in the superblock S read from FIRST; leaves in
+ * S the newest superblock found on any member. */
+static int open_members(struct vdp_pool *p, struct vdp_member *first,
+			struct vdp_dsuper *s, unsigned flags)
+{
+	unsigned fi = le32toh(s->member_index);
+	struct vdp_dsuper *t;
+	char u[37], why[200];
+	int r = 0;
+
+	if (fi >= p->nmembers)
+		return -EUCLEAN;
+	p->members[fi].m = first;
+	if (posix_memalign((void **)&t, 4096, sizeof(*t)) != 0)
+		return -ENOMEM;
+	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
+		struct pmember *pm = &p->members[i];
+
+		if (i == fi)
+			continue;
+		uuid_str(pm->d.uuid, u);
+		r = vdp_member_open(pm->d.path, flags & VDP_OPEN_RDONLY,
+				    &pm->m);
+		if (r < 0) {
+			vdp_set_error("pool %s: member %u (uuid %s, last seen "
+				      "at %s) is missing: %s",
+				      p->name, i, u, pm->d.path, strerror(-r));
+			break;
+		}
+		r = super_read(pm->m, t, why, sizeof(why));
+		if (r < 0) {
+			vdp_set_error("pool %s: member %s: %s", p->name,
+				      pm->d.path, why);
+		} else if (memcmp(t->h.pool_uuid, p->uuid, 16) != 0 ||
+			   memcmp(t->member_uuid, pm->d.uuid, 16) != 0) {
+			vdp_set_error("pool %s: %s is not member %u (uuid %s) "
+				      "of this pool",
+				      p->name, pm->d.path, i, u);
+			r = -ESTALE;
+		} else if (le64toh(t->h.txid) > p->txid) {
+			/* A newer commit reached this member: start over
+			 * from its superblock.  The table is the same in v1. */
+			r = load_super_fields(p, t, pm->d.path);
+			memcpy(s, t, sizeof(*s));
+		}
+	}
+	free(t);
+	return r;
+}
+
+int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
+{
+	char path[PATH_MAX], why[200];
+	struct vdp_member *first = NULL;
+	struct vdp_dsuper *s = NULL;
+	struct vdp_pool *p;
+	int r;
+
+	vdp_set_error("%s", "");
+	r = resolve_spec(spec, path, sizeof(path));
+	if (r < 0)
+		return r;
+	p = pool_alloc();
+	if (!p)
+		return -ENOMEM;
+	p->rdonly = flags & VDP_OPEN_RDONLY;
+	r = vdp_member_open(path, p->rdonly, &first);
+	if (r < 0)
+		goto err_free;
+	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0) {
+		r = -ENOMEM;
+		goto err_close_first;
+	}
+	r = super_read(first, s, why, sizeof(why));
+	if (r < 0) {
+		vdp_set_error("%s: %s", path, why);
+		goto err_close_first;
+	}
+	r = load_super_fields(p, s, path);
+	if (r < 0)
+		goto err_close_first;
+	r = open_members(p, first, s, flags);
+	first = NULL; /* owned by p now */
+	if (r < 0)
+		goto err_free;
+	if (!(flags & VDP_OPEN_NOLOCK)) {
+		r = lock_members(p, !p->rdonly);
+		if (r < 0)
+			goto err_free;
+	}
+	r = alloc_init(p);
+	if (r < 0)
+		goto err_free;
+	{
+		struct vdp_droot ir = {.addr = le64toh(s->inodes.addr),
+				       .height = s->inodes.height};
+		struct vdp_droot rr = {.addr = le64toh(s->refc.addr),
+				       .height = s->refc.height};
+
+		r = rtree_load(p, &p->inodes, &ir);
+		if (r == 0)
+			r = rtree_visit(&p->inodes, tree_mark, p);
+		if (r == 0)
+			r = rtree_load(p, &p->refc, &rr);
+		if (r == 0)
+			r = rtree_visit(&p->refc, refc_mark, p);
+	}
+	if (r == 0)
+		r = ns_load(p);
+	if (r < 0) {
+		if (!*vdp_last_error())
+			vdp_set_error("pool %s: cannot load metadata: %s",
+				      p->name, strerror(-r));
+		goto err_free;
+	}
+	if (!p->rdonly) {
+		r = commit_start_timer(p);
+		if (r < 0)
+			goto err_free;
+	}
+	free(s);
+	*out = p;
+	return 0;
+
+err_close_first:
+	vdp_member_close(first);
+err_free:
+	free(s);
+	pool_free(p);
+	return r;
+}
+
+void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms)
+{
+	pthread_mutex_lock(&p->commit_lock);
+	p->interval_ms = ms;
+	pthread_cond_broadcast(&p->commit_cv);
+	pthread_mutex_unlock(&p->commit_lock);
+}
+
+int vdp_pool_close(struct vdp_pool *p)
+{
+	int r = 0;
+
+	if (!p)
+		return 0;
+	commit_stop_timer(p);
+	if (!p->rdonly)
+		r = vdp_pool_commit(p);
+	pool_free(p);
+	return r;
+}

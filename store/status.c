@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * status.c - what `df` and `vdpool status` show: capacity and use of the
+ * pool, of each member and of each disk, and the I/O counters.  One
+ * function writes both the text and the JSON, so the two cannot disagree.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&p->meta_lock);
+	st->extent_size = p->extent_size;
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		st->total_extents += p->members[i].d.nextents;
+		if (p->members[i].d.state == 0)
+			st->free_extents += p->members[i].nfree;
+	}
+	st->inodes = p->nvnodes;
+	pthread_mutex_unlock(&p->meta_lock);
+}
+
+struct sbuf {
+	char *s;
+	size_t len, cap;
+	int err;
+};
+
+static void put(struct sbuf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void put(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->err)
+		return;
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			b->err = -EINVAL;
+			return;
+		}
+		if ((size_t)n < b->cap - b->len)
+			break;
+		size_t cap = (b->cap + (size_t)n) * 2;
+		char *s = realloc(b->s, cap);
+
+		if (!s) {
+			b->err = -ENOMEM;
+			return;
+		}
+		b->s = s;
+		b->cap = cap;
+	}
+	b->len += (size_t)n;
+}
+
+/* JSON string body: escapes quotes, backslashes and control bytes. */
+static void put_json_str(struct sbuf *b, const char *s)
+{
+	put(b, "\"");
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			put(b, "\\%c", ch);
+		else if (ch < 0x20)
+			put(b, "\\u%04x", ch);
+		else
+			put(b, "%c", ch);
+	}
+	put(b, "\"");
+}
+
+static void human(uint64_t v, char *out, size_t size)
+{
+	const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	double d = (double)v;
+	unsigned i = 0;
+
+	while (d >= 1024 && i < 6) {
+		d /= 1024;
+		i++;
+	}
+	snprintf(out, size, i ? "%.1f %s" : "%.0f %s", d, u[i]);
+}
+
+static bool holds_meta(const struct vdp_pool *p, unsigned m)
+{
+	for (unsigned c = 0; c < p->nchunks; c++)
+		for (unsigned k = 0; k < p->chunks[c].ncopies; k++)
+			if (p->chunks[c].member[k] == m)
+				return true;
+	return false;
+}
+
+int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
+{
+	struct sbuf b = {0};
+	struct vdp_statfs st;
+	char u[37], h1[32], h2[32], h3[32];
+	const uint8_t *id = p->uuid;
+	uint64_t cap, used;
+	bool first = true;
+
+	vdp_pool_statfs(p, &st);
+	cap = st.total_extents * st.extent_size;
+	used = (st.total_extents - st.free_extents) * st.extent_size;
+	snprintf(u, sizeof(u),
+		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+		 "%02x%02x%02x%02x%02x%02x",
+		 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8],
+		 id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
+	pthread_mutex_lock(&p->meta_lock);
+	if (json) {
+		put(&b, "{\"name\":");
+		put_json_str(&b, p->name);
+		put(&b,
+		    ",\"uuid\":\"%s\",\"txid\":%llu,\"extent_size\":%llu,"
+		    "\"capacity\":%llu,\"used\":%llu,\"free\":%llu,"
+		    "\"members\":[",
+		    u, (unsigned long long)p->txid,
+		    (unsigned long long)p->extent_size, (unsigned long long)cap,
+		    (unsigned long long)used, (unsigned long long)(cap - used));
+	} else {
+		human(cap, h1, sizeof(h1));
+		human(used, h2, sizeof(h2));
+		human(cap - used, h3, sizeof(h3));
+		put(&b,
+		    "pool %s (%s)\n  transaction %llu, extent size %llu KiB\n"
+		    "  capacity %s, used %s, free %s\n\n"
+		    "  %-3s %-6s %-40s %12s %12s %s\n",
+		    p->name, u, (unsigned long long)p->txid,
+		    (unsigned long long)(p->extent_size >> 10), h1, h2, h3, "#",
+		    "kind", "member", "size", "used", "metadata");
+	}
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		const struct pmember *pm = &p->members[i];
+		uint64_t msize = pm->d.nextents * p->extent_size;
+		uint64_t mused = (pm->d.nextents - pm->nfree) * p->extent_size;
+		const char *kind = pm->m ? pm->m->ops->kind : "?";
+
+		if (json) {
+			put(&b, "%s{\"index\":%u,\"kind\":\"%s\",\"path\":",
+			    i ? "," : "", i, kind);
+			put_json_str(&b, pm->m ? pm->m->path : pm->d.path);
+			put(&b,
+			    ",\"size\":%llu,\"used\":%llu,\"metadata\":%s,"
+			    "\"state\":\"%s\"}",
+			    (unsigned long long)msize,
+			    (unsigned long long)mused,
+			    holds_meta(p, i) ? "true" : "false",
+			    pm->d.state ? "leaving" : "active");
+		} else {
+			human(msize, h1, sizeof(h1));
+			human(mused, h2, sizeof(h2));
+			put(&b, "  %-3u %-6s %-40s %12s %12s %s\n", i, kind,
+			    pm->m ? pm->m->path : pm->d.path, h1, h2,
+			    holds_meta(p, i) ? "yes" : "no");
+		}
+	}
+	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s\n", "disk",
+	    "size", "allocated");
+	for (size_t k = 0; k < p->vtab_size; k++)
+		for (struct vnode *v = p->vtab[k]; v; v = v->hnext) {
+			char path[4096];
+			uint64_t alloc = v->d.nalloc * p->extent_size;
+
+			if (!S_ISREG(v->d.mode) ||
+			    ns_path_of(p, v->ino, path, sizeof(path)) < 0)
+				continue;
+			if (json) {
+				put(&b, "%s{\"path\":", first ? "" : ",");
+				put_json_str(&b, path);
+				put(&b,
+				    ",\"ino\":%llu,\"size\":%llu,"
+				    "\"allocated\":%llu}",
+				    (unsigned long long)v->ino,
+				    (unsigned long long)v->d.size,
+				    (unsigned long long)alloc);
+			} else {
+				human(v->d.size, h1, sizeof(h1));
+				human(alloc, h2, sizeof(h2));
+				put(&b, "  %-40s %12s %12s\n", path, h1, h2);
+			}
+			first = false;
+		}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (json)
+		put(&b,
+		    "],\"io\":{\"reads\":%llu,\"writes\":%llu,"
+		    "\"bytes_read\":%llu,\"bytes_written\":%llu,"
+		    "\"commits\":%llu,\"errors\":%llu}}\n",
+		    (unsigned long long)p->n_reads,
+		    (unsigned long long)p->n_writes,
+		    (unsigned long long)p->b_read,
+		    (unsigned long long)p->b_written,
+		    (unsigned long long)p->n_commits,
+		    (unsigned long long)p->n_errors);
+	else
+		put(&b,
+		    "\n  io: %llu reads (%llu bytes), %llu writes (%llu "
+		    "bytes), %llu commits, %llu errors\n",
+		    (unsigned long long)p->n_reads,
+		    (unsigned long long)p->b_read,
+		    (unsigned long long)p->n_writes,
+		    (unsigned long long)p->b_written,
+		    (unsigned long long)p->n_commits,
+		    (unsigned long long)p->n_errors);
+	if (b.err) {
+		free(b.s);
+		return b.err;
+	}
+	*out = b.s;
+	return 0;
+}

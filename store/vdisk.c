@@ -1,0 +1,495 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdisk.c - the data path of a virtual disk: reads, writes, holes,
+ * truncate, fallocate and lseek, all through the disk's extent map.
+ *
+ * Invariants this file keeps:
+ *   - a new extent is zero-filled (except what the write covers) and its
+ *     data written before the map names it, so no reader and no crash can
+ *     see the extent's earlier contents (another disk's freed data);
+ *   - bytes of a mapped extent beyond the end of the file are zeros; they
+ *     are zeroed when the size grows over them, never when it shrinks, so
+ *     an uncommitted shrink loses nothing;
+ *   - the map of a disk changes only under its io lock held exclusive, so
+ *     readers holding it shared may read the map without meta_lock.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static const uint8_t zeros[4096];
+
+uint64_t vdisk_max_size(const struct vdp_pool *p)
+{
+	(void)p;
+	return 1ull << 60;
+}
+
+static uint64_t map_get(const struct vnode *v, uint64_t vext)
+{
+	const uint64_t *s = rtree_lookup(&v->data, vext);
+
+	return s ? le64toh(*s) : 0;
+}
+
+static int get_file(struct vdp_pool *p, uint64_t ino, struct vnode **out)
+{
+	struct vnode *v;
+
+	pthread_mutex_lock(&p->meta_lock);
+	v = vnode_get(p, ino);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (!v)
+		return -ENOENT;
+	if (S_ISDIR(v->d.mode))
+		return -EISDIR;
+	*out = v;
+	return 0;
+}
+
+static uint64_t file_size(struct vdp_pool *p, struct vnode *v)
+{
+	uint64_t s;
+
+	pthread_mutex_lock(&p->meta_lock);
+	s = v->d.size;
+	pthread_mutex_unlock(&p->meta_lock);
+	return s;
+}
+
+static int io_error(struct vdp_pool *p, struct pmember *pm, const char *what,
+		    int r)
+{
+	p->n_errors++;
+	vdp_set_error("member %s: %s failed: %s", pm->m->path, what,
+		      strerror(-r));
+	return r;
+}
+
+/* Zeros bytes [from, to) of extent PID. */
+static int zero_in_extent(struct vdp_pool *p, uint64_t pid, uint64_t from,
+			  uint64_t to)
+{
+	struct pmember *pm;
+	uint64_t base, a;
+	int r = 0;
+
+	pool_member_offset(p, pid, &pm, &base);
+	a = pm->m->align;
+	while (r == 0 && from < to && (from & (a - 1))) {
+		uint64_t n = ((from + a) & ~(a - 1)) - from;
+
+		n = n < to - from ? n : to - from;
+		r = vdp_member_write(pm->m, zeros, n, base + from);
+		from += n;
+	}
+	if (r == 0 && (to & ~(a - 1)) > from) {
+		r = pm->m->ops->write_zeroes(pm->m, base + from,
+					     (to & ~(a - 1)) - from);
+		from = to & ~(a - 1);
+	}
+	if (r == 0 && from < to)
+		r = vdp_member_write(pm->m, zeros, to - from, base + from);
+	atomic_store(&pm->written, true);
+	return r < 0 ? io_error(p, pm, "zeroing", r) : 0;
+}
+
+/* Zeros the mapped bytes between the old end of file SIZE and UPTO, in
+ * the extent that holds SIZE.  Under v->io exclusive. */
+static int zero_tail(struct vdp_pool *p, struct vnode *v, uint64_t size,
+		     uint64_t upto)
+{
+	uint64_t e = p->extent_size, vext = size >> p->extent_shift;
+	uint64_t pid = map_get(v, vext), end = (vext + 1) * e;
+
+	if (!(size & (e - 1)) || !pid)
+		return 0;
+	return zero_in_extent(p, pid, size & (e - 1),
+			      (upto < end ? upto : end) - vext * e);
+}
+
+/*
+ * Gives virtual extent VEXT of V a new extent holding LEN bytes of BUF at
+ * offset S inside it (BUF NULL: all zeros).  Under v->io exclusive.
+ */
+static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		       const void *buf, uint64_t s, size_t len)
+{
+	struct pmember *pm;
+	uint64_t pid, base;
+	uint64_t *slot;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	r = alloc_extent(p, &pid);
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r < 0)
+		return r;
+	pool_member_offset(p, pid, &pm, &base);
+	if (!buf || s != 0 || len != p->extent_size)
+		r = pm->m->ops->write_zeroes(pm->m, base, p->extent_size);
+	if (r == 0 && buf)
+		r = vdp_member_write(pm->m, buf, len, base + s);
+	atomic_store(&pm->written, true);
+	pthread_mutex_lock(&p->meta_lock);
+	if (r == 0) {
+		slot = rtree_slot(&v->data, vext);
+		if (slot) {
+			*slot = htole64(pid);
+			v->d.nalloc++;
+			vnode_dirty(p, v);
+		} else {
+			r = -ENOMEM;
+		}
+	} else {
+		io_error(p, pm, "write", r);
+	}
+	if (r < 0)
+		(void)extent_unref(p, pid);
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+/* Unmaps virtual extents [first, end) of V.  Under meta_lock and v->io
+ * exclusive. */
+static int unmap_range(struct vdp_pool *p, struct vnode *v, uint64_t first,
+		       uint64_t end)
+{
+	uint64_t base, key = first;
+	struct rnode *leaf;
+	int r = 0;
+
+	while (key < end && (leaf = rtree_leaf_from(&v->data, key, &base))) {
+		const uint64_t *e = (const uint64_t *)leaf->data;
+
+		for (unsigned i = 0; i < v->data.per_leaf && r == 0; i++) {
+			uint64_t k = base + i, pid = le64toh(e[i]);
+			uint64_t *slot;
+
+			if (k < first || !pid)
+				continue;
+			if (k >= end)
+				break;
+			slot = rtree_slot(&v->data, k);
+			if (!slot)
+				return -ENOMEM;
+			*slot = 0;
+			v->d.nalloc--;
+			r = extent_unref(p, pid);
+		}
+		if (r < 0)
+			return r;
+		key = base + v->data.per_leaf;
+		if (key < base)
+			break;
+	}
+	vnode_dirty(p, v);
+	return 0;
+}
+
+static int release_leaf(void *ctx, const struct rnode *n, uint64_t base)
+{
+	struct vdp_pool *p = ctx;
+	const uint64_t *e = (const uint64_t *)n->data;
+
+	(void)base;
+	if (n->level == 0)
+		for (unsigned i = 0; i < VDP_PAYLOAD / 8; i++)
+			if (e[i])
+				(void)extent_unref(p, le64toh(e[i]));
+	return 0;
+}
+
+void vdisk_release_all(struct vdp_pool *p, struct vnode *v)
+{
+	rtree_visit(&v->data, release_leaf, p);
+	v->d.nalloc = 0;
+}
+
+ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
+		 uint64_t off)
+{
+	struct vnode *v;
+	uint64_t size;
+	size_t done = 0;
+	int r = get_file(p, ino, &v);
+
+	if (r < 0)
+		return r;
+	pthread_rwlock_rdlock(&v->io);
+	size = file_size(p, v);
+	if (off >= size)
+		len = 0;
+	else if (len > size - off)
+		len = (size_t)(size - off);
+	while (done < len) {
+		uint64_t o = off + done, s = o & (p->extent_size - 1);
+		uint64_t pid = map_get(v, o >> p->extent_shift);
+		size_t n = len - done;
+
+		if (n > p->extent_size - s)
+			n = (size_t)(p->extent_size - s);
+		if (pid) {
+			struct pmember *pm;
+			uint64_t base;
+
+			pool_member_offset(p, pid, &pm, &base);
+			r = vdp_member_read(pm->m, (char *)buf + done, n,
+					    base + s);
+			if (r < 0) {
+				io_error(p, pm, "read", r);
+				break;
+			}
+		} else {
+			memset((char *)buf + done, 0, n);
+		}
+		done += n;
+	}
+	pthread_rwlock_unlock(&v->io);
+	p->n_reads++;
+	p->b_read += done;
+	return r < 0 ? r : (ssize_t)done;
+}
+
+ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
+		  uint64_t off)
+{
+	struct vnode *v;
+	uint64_t size;
+	size_t done = 0;
+	bool excl;
+	int r = get_file(p, ino, &v);
+
+	if (r < 0)
+		return r;
+	if (p->rdonly)
+		return -EROFS;
+	if (p->failed)
+		return -EIO;
+	if (off > vdisk_max_size(p) || len > vdisk_max_size(p) - off)
+		return -EFBIG;
+	/* Writes that extend the file run alone: they zero the old tail. */
+	excl = off + len > file_size(p, v);
+	if (excl)
+		pthread_rwlock_wrlock(&v->io);
+	else
+		pthread_rwlock_rdlock(&v->io);
+	size = file_size(p, v);
+	if (!excl && off + len > size) { /* shrunk meanwhile */
+		pthread_rwlock_unlock(&v->io);
+		pthread_rwlock_wrlock(&v->io);
+		excl = true;
+		size = file_size(p, v);
+	}
+	if (excl && off > size)
+		r = zero_tail(p, v, size, off);
+	while (r == 0 && done < len) {
+		uint64_t o = off + done, s = o & (p->extent_size - 1);
+		uint64_t vext = o >> p->extent_shift, pid = map_get(v, vext);
+		size_t n = len - done;
+
+		if (n > p->extent_size - s)
+			n = (size_t)(p->extent_size - s);
+		if (!pid && !excl) {
+			pthread_rwlock_unlock(&v->io);
+			pthread_rwlock_wrlock(&v->io);
+			excl = true;
+			pid = map_get(v, vext);
+		}
+		if (pid) {
+			struct pmember *pm;
+			uint64_t base;
+
+			pool_member_offset(p, pid, &pm, &base);
+			r = vdp_member_write(pm->m, (const char *)buf + done, n,
+					     base + s);
+			atomic_store(&pm->written, true);
+			if (r < 0)
+				io_error(p, pm, "write", r);
+		} else {
+			r = alloc_piece(p, v, vext, (const char *)buf + done, s,
+					n);
+		}
+		if (r == 0)
+			done += n;
+	}
+	pthread_mutex_lock(&p->meta_lock);
+	if (off + done > v->d.size)
+		v->d.size = off + done;
+	if (done) {
+		vnode_touch(v, true, true);
+		vnode_dirty(p, v);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	pthread_rwlock_unlock(&v->io);
+	p->n_writes++;
+	p->b_written += done;
+	return done ? (ssize_t)done : r;
+}
+
+int vdisk_truncate(struct vdp_pool *p, struct vnode *v, uint64_t size)
+{
+	uint64_t old = file_size(p, v);
+	int r = 0;
+
+	if (size > old)
+		r = zero_tail(p, v, old, size);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&p->meta_lock);
+	if (size < old)
+		r = unmap_range(p, v,
+				(size + p->extent_size - 1) >> p->extent_shift,
+				UINT64_MAX);
+	v->d.size = size;
+	vnode_touch(v, true, true);
+	vnode_dirty(p, v);
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+/* Makes [off, end) of V read as zeros, freeing the whole extents in it. */
+static int clear_range(struct vdp_pool *p, struct vnode *v, uint64_t off,
+		       uint64_t end)
+{
+	uint64_t e = p->extent_size, sh = p->extent_shift;
+	uint64_t first = (off + e - 1) >> sh, last = end >> sh;
+	int r = 0;
+
+	if (off >= end)
+		return 0;
+	if (first < last) {
+		pthread_mutex_lock(&p->meta_lock);
+		r = unmap_range(p, v, first, last);
+		pthread_mutex_unlock(&p->meta_lock);
+	}
+	/* The partial extents at either end. */
+	for (uint64_t x = off >> sh; r == 0 && x <= (end - 1) >> sh; x++) {
+		uint64_t s = x == off >> sh ? off - x * e : 0;
+		uint64_t t = x == (end - 1) >> sh ? end - x * e : e;
+		uint64_t pid;
+
+		if (x >= first && x < last) {
+			x = last - 1; /* whole extents: done above */
+			continue;
+		}
+		pid = map_get(v, x);
+		if (pid)
+			r = zero_in_extent(p, pid, s, t);
+	}
+	return r;
+}
+
+int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
+		  uint64_t len)
+{
+	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+			  FALLOC_FL_ZERO_RANGE;
+	struct vnode *v;
+	uint64_t size, end;
+	int r = get_file(p, ino, &v);
+
+	if (r < 0)
+		return r;
+	if ((mode & ~known) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && !(mode & FALLOC_FL_KEEP_SIZE)) ||
+	    ((mode & FALLOC_FL_PUNCH_HOLE) && (mode & FALLOC_FL_ZERO_RANGE)))
+		return -EOPNOTSUPP;
+	if (len == 0)
+		return -EINVAL;
+	if (off > vdisk_max_size(p) || len > vdisk_max_size(p) - off)
+		return -EFBIG;
+	if (p->rdonly)
+		return -EROFS;
+	if (p->failed)
+		return -EIO;
+	end = off + len;
+	pthread_rwlock_wrlock(&v->io);
+	size = file_size(p, v);
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		/* Past the end of file everything already reads as zeros. */
+		r = clear_range(p, v, off, end < size ? end : size);
+	} else {
+		for (uint64_t x = off >> p->extent_shift;
+		     r == 0 && x <= (end - 1) >> p->extent_shift; x++)
+			if (!map_get(v, x))
+				r = alloc_piece(p, v, x, NULL, 0, 0);
+	}
+	if (r == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > size) {
+		r = zero_tail(p, v, size, end);
+		pthread_mutex_lock(&p->meta_lock);
+		if (r == 0)
+			v->d.size = end;
+		pthread_mutex_unlock(&p->meta_lock);
+	}
+	pthread_mutex_lock(&p->meta_lock);
+	vnode_touch(v, true, true);
+	vnode_dirty(p, v);
+	pthread_mutex_unlock(&p->meta_lock);
+	pthread_rwlock_unlock(&v->io);
+	return r;
+}
+
+/* The first virtual extent >= FROM that is mapped (WANT) or not. */
+static uint64_t find_extent(const struct vnode *v, uint64_t from, bool want)
+{
+	uint64_t key = from, base;
+	const struct rnode *leaf;
+
+	while ((leaf = rtree_leaf_from(&v->data, key, &base))) {
+		const uint64_t *e = (const uint64_t *)leaf->data;
+
+		if (base > key) {
+			if (!want)
+				return key; /* a gap with no leaf */
+			key = base;
+		}
+		for (uint64_t i = key - base; i < v->data.per_leaf; i++)
+			if ((e[i] != 0) == want)
+				return base + i;
+		key = base + v->data.per_leaf;
+	}
+	return want ? UINT64_MAX : key;
+}
+
+int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence)
+{
+	struct vnode *v;
+	uint64_t size, x, pos;
+	int r = get_file(p, ino, &v);
+
+	if (r < 0)
+		return r;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&v->io);
+	size = file_size(p, v);
+	if (off >= size) {
+		pthread_rwlock_unlock(&v->io);
+		return -ENXIO;
+	}
+	x = find_extent(v, off >> p->extent_shift, whence == SEEK_DATA);
+	pthread_rwlock_unlock(&v->io);
+	if (x == UINT64_MAX ||
+	    x >= (size + p->extent_size - 1) >> p->extent_shift)
+		return whence == SEEK_DATA ? -ENXIO : (int64_t)size;
+	pos = x << p->extent_shift;
+	if (pos < off)
+		pos = off;
+	if (pos > size)
+		pos = size;
+	return (int64_t)pos;
+}
+
+int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync)
+{
+	(void)ino;
+	(void)datasync;
+	return vdp_pool_commit(p);
+}

@@ -1,0 +1,213 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdpool.h - the pool library's public interface, the only header fs/ and
+ * tools/ include.
+ *
+ * A pool joins members (files, block devices, later LVs and iSCSI LUNs) into
+ * one space of extents and keeps a namespace of directories and virtual
+ * disks in it.  Everything here is FUSE-agnostic: the daemon translates
+ * requests into these calls and never touches the on-disk format.
+ *
+ * Conventions: functions return 0 (or a byte count) on success and -errno
+ * on failure.  Where a failure deserves a sentence for the user (a member
+ * missing, a checksum wrong), the store writes one line naming the thing and
+ * the reason into a thread-local buffer that vdp_last_error() returns; the
+ * caller prints it once.  All calls on an open pool are thread-safe.
+ */
+#ifndef VDPOOL_H
+#define VDPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#define VDP_ROOT_INO 1
+#define VDP_NAME_MAX 255
+#define VDP_POOL_NAME_MAX 63
+#define VDP_MAX_MEMBERS 64
+#define VDP_DEFAULT_EXTENT_SHIFT 20 /* 1 MiB, see docs/format.md */
+#define VDP_MIN_EXTENT_SHIFT 16
+#define VDP_MAX_EXTENT_SHIFT 26
+
+struct vdp_pool; /* opaque */
+
+/* The last error sentence set on this thread ("" if none). */
+const char *vdp_last_error(void);
+
+/* ---- pool life cycle -------------------------------------------------- */
+
+struct vdp_create_opts {
+	const char *name;      /* pool name, [A-Za-z0-9._-]{1,63} */
+	unsigned extent_shift; /* 0 = VDP_DEFAULT_EXTENT_SHIFT */
+	bool force;	       /* overwrite existing signatures */
+};
+
+/*
+ * vdp_pool_create: format MEMBERS as a new, empty pool.  Refuses (and
+ * writes nothing) if a member is missing, too small, listed twice, or
+ * carries a vdpool or another signature and !force.  On success every
+ * member holds a durable superblock and the pool is registered under its
+ * name (see vdp_registry_dir()).
+ */
+int vdp_pool_create(const char *const *members, size_t n,
+		    const struct vdp_create_opts *opts);
+
+enum {
+	VDP_OPEN_RDONLY = 1 << 0, /* never write; for status and check */
+	VDP_OPEN_NOLOCK = 1 << 1, /* do not take the members' locks */
+};
+
+/*
+ * vdp_pool_open: open the pool named by SPEC, which is a pool name from
+ * the registry or the path of any member.  Finds every member, picks the
+ * newest valid superblock and loads the metadata.  Takes a lock on every
+ * member: exclusive, or shared when RDONLY; -EBUSY if a writer (a mounted
+ * daemon) holds it, with vdp_last_error() naming the member.  NOLOCK skips
+ * the locks (status of a mounted pool's last commit).  A writable open
+ * starts the periodic commit timer.
+ */
+int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out);
+
+/* vdp_pool_close: commit (unless read-only), close members, free. NULL ok. */
+int vdp_pool_close(struct vdp_pool *p);
+
+/*
+ * vdp_pool_commit: make every change and every acknowledged write so far
+ * durable on every member.  Concurrent callers share one commit.  After a
+ * failed commit the pool refuses further changes (-EIO) until reopened.
+ */
+int vdp_pool_commit(struct vdp_pool *p);
+
+/* Directory where pool names map to member paths; $VDPOOL_REGISTRY or
+ * /etc/vdpool/pools. */
+const char *vdp_registry_dir(void);
+
+/* ---- status ------------------------------------------------------------ */
+
+struct vdp_statfs {
+	uint64_t extent_size;
+	uint64_t total_extents; /* data extents in all members */
+	uint64_t free_extents;	/* allocatable now */
+	uint64_t inodes;	/* inodes in use */
+};
+void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st);
+
+/*
+ * vdp_pool_status: a report of the pool (name, uuid, txid, extent size,
+ * capacity/used/free, each member with kind, path, size, used extents and
+ * whether it holds metadata, each disk with path, size and allocation, and
+ * I/O counters) as human-readable text or as one JSON object, into a
+ * malloc'ed NUL-terminated string *OUT that the caller frees.  The daemon
+ * serves the same text through the root's xattrs "trusted.vdpool.status"
+ * and "trusted.vdpool.status.json", so the CLI can show a mounted pool.
+ */
+int vdp_pool_status(struct vdp_pool *p, bool json, char **out);
+
+/* Commit at least every MS milliseconds while changes are pending
+ * (default 2000; 0 disables the timer). */
+void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms);
+
+/*
+ * vdp_pool_check: read-only verification of every metadata block
+ * (checksum, location, txid), every tree, the namespace and the extent
+ * reference counts against the maps.  Prints one line per problem through
+ * REPORT.  Returns the number of problems found (0 = clean) or -errno if
+ * the check itself could not run.
+ */
+int vdp_pool_check(struct vdp_pool *p,
+		   void (*report)(void *ctx, const char *line), void *ctx);
+
+/* ---- namespace ---------------------------------------------------------- */
+
+struct vdp_attr {
+	uint64_t ino;
+	uint64_t size;
+	uint64_t blocks; /* 512-byte units actually allocated */
+	uint32_t mode;	 /* S_IFREG or S_IFDIR | permission bits */
+	uint32_t uid, gid, nlink;
+	struct timespec atime, mtime, ctime;
+	uint32_t blksize; /* preferred I/O size: the extent size */
+};
+
+/* Bits for vdp_setattr's TO_SET. */
+enum {
+	VDP_SET_MODE = 1 << 0,
+	VDP_SET_UID = 1 << 1,
+	VDP_SET_GID = 1 << 2,
+	VDP_SET_SIZE = 1 << 3,
+	VDP_SET_ATIME = 1 << 4,
+	VDP_SET_MTIME = 1 << 5,
+	VDP_SET_ATIME_NOW = 1 << 6,
+	VDP_SET_MTIME_NOW = 1 << 7,
+	VDP_SET_CTIME = 1 << 8,
+};
+
+/* Rename flags, values as in <linux/fs.h>. */
+#define VDP_RENAME_NOREPLACE (1 << 0)
+#define VDP_RENAME_EXCHANGE (1 << 1)
+
+/*
+ * Lookup counting: every call below that fills a vdp_attr for a name
+ * (lookup, create, mkdir) takes one reference on the inode; the caller
+ * drops them with vdp_forget.  An unlinked file lives until its last
+ * reference is dropped (the FUSE lookup-count contract).
+ */
+int vdp_lookup(struct vdp_pool *p, uint64_t parent, const char *name,
+	       struct vdp_attr *out);
+void vdp_forget(struct vdp_pool *p, uint64_t ino, uint64_t n);
+int vdp_getattr(struct vdp_pool *p, uint64_t ino, struct vdp_attr *out);
+/* Changes the attributes in TO_SET; SIZE truncates or extends (thin). */
+int vdp_setattr(struct vdp_pool *p, uint64_t ino, const struct vdp_attr *in,
+		unsigned to_set, struct vdp_attr *out);
+/* Creates a regular file (S_IFREG) or a directory (S_IFDIR) per MODE. */
+int vdp_create(struct vdp_pool *p, uint64_t parent, const char *name,
+	       uint32_t mode, uint32_t uid, uint32_t gid, struct vdp_attr *out);
+int vdp_unlink(struct vdp_pool *p, uint64_t parent, const char *name);
+int vdp_rmdir(struct vdp_pool *p, uint64_t parent, const char *name);
+int vdp_rename(struct vdp_pool *p, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned flags);
+
+/*
+ * vdp_readdir: calls FN for each entry of directory INO whose cookie is
+ * >= COOKIE, in cookie order, until FN returns non-zero.  NEXT is the
+ * cookie that resumes after this entry.  "." and ".." are included (cookies
+ * 0 and 1).  Entries added or removed during a listing are seen or not, but
+ * no other entry is skipped or repeated.  ATTR is filled for every entry.
+ */
+typedef int (*vdp_dirent_fn)(void *ctx, const char *name,
+			     const struct vdp_attr *attr, uint64_t next);
+int vdp_readdir(struct vdp_pool *p, uint64_t ino, uint64_t cookie,
+		vdp_dirent_fn fn, void *ctx);
+
+/* user.* extended attributes (other namespaces: -EOPNOTSUPP).  get/list
+ * with SIZE 0 return the size needed; too small a buffer gives -ERANGE. */
+int vdp_setxattr(struct vdp_pool *p, uint64_t ino, const char *name,
+		 const void *value, size_t size, int flags);
+ssize_t vdp_getxattr(struct vdp_pool *p, uint64_t ino, const char *name,
+		     void *buf, size_t size);
+ssize_t vdp_listxattr(struct vdp_pool *p, uint64_t ino, char *buf, size_t size);
+int vdp_removexattr(struct vdp_pool *p, uint64_t ino, const char *name);
+
+/* ---- disk data ---------------------------------------------------------- */
+
+/* Reads up to LEN bytes at OFF; short only at end of file.  Holes read as
+ * zeros.  Any alignment. */
+ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
+		 uint64_t off);
+/* Writes all LEN bytes at OFF (any alignment), allocating extents for
+ * holes and extending the size; -ENOSPC when the pool is full (nothing of
+ * this call's unallocated part is written). */
+ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
+		  uint64_t off);
+/* fallocate(2) MODE: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE
+ * [|KEEP_SIZE]; others -EOPNOTSUPP. */
+int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
+		  uint64_t len);
+/* SEEK_DATA / SEEK_HOLE per lseek(2); -ENXIO past the end. */
+int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence);
+/* fsync: durable on every member on return (a pool commit). */
+int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync);
+
+#endif
