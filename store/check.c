@@ -127,6 +127,8 @@ static void check_namespace(struct ck *c)
 		for (struct vnode *v = p->vtab[b]; v; v = v->hnext) {
 			uint64_t names = 0, subdirs = 0;
 
+			if (v->d.nlink == 0)
+				continue; /* unlinked while open: freed later */
 			for (size_t k = 0; k < p->dtab_size; k++)
 				for (struct dentry *d = p->dtab[k]; d;
 				     d = d->hnext)
@@ -164,8 +166,6 @@ static void check_namespace(struct ck *c)
 					    (unsigned long long)v->ino,
 					    (unsigned long long)names);
 			} else if (v->d.nlink != names) {
-				if (v->d.nlink == 0)
-					continue; /* orphan, freed at mount */
 				say(c,
 				    "file %llu has link count %u but %llu "
 				    "names",
