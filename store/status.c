@@ -24,6 +24,9 @@ void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st)
 		if (p->members[i].d.state == 0)
 			st->free_extents += p->members[i].nfree;
 	}
+	/* Freed by the open transaction: usable after the next commit,
+	 * which a write that finds the pool full forces. */
+	st->free_extents += p->pend_ext.n;
 	st->inodes = p->nvnodes;
 	pthread_mutex_unlock(&p->meta_lock);
 }

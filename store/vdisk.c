@@ -124,11 +124,23 @@ static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 	struct pmember *pm;
 	uint64_t pid, base;
 	uint64_t *slot;
+	size_t pending;
 	int r;
 
 	pthread_mutex_lock(&p->meta_lock);
 	r = alloc_extent(p, &pid);
+	pending = p->pend_ext.n;
 	pthread_mutex_unlock(&p->meta_lock);
+	if (r == -ENOSPC && pending) {
+		/* Extents freed by the open transaction become usable once
+		 * it is durable: commit and try again, as a full ext4 does. */
+		r = vdp_pool_commit(p);
+		if (r == 0) {
+			pthread_mutex_lock(&p->meta_lock);
+			r = alloc_extent(p, &pid);
+			pthread_mutex_unlock(&p->meta_lock);
+		}
+	}
 	if (r < 0)
 		return r;
 	pool_member_offset(p, pid, &pm, &base);

@@ -196,9 +196,9 @@ int vdp_removexattr(struct vdp_pool *p, uint64_t ino, const char *name);
  * zeros.  Any alignment. */
 ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		 uint64_t off);
-/* Writes all LEN bytes at OFF (any alignment), allocating extents for
- * holes and extending the size; -ENOSPC when the pool is full (nothing of
- * this call's unallocated part is written). */
+/* Writes LEN bytes at OFF (any alignment), allocating extents for holes
+ * and extending the size.  Returns LEN, or fewer bytes when the pool ran
+ * full part way, or -ENOSPC when not even the first byte fitted. */
 ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 		  uint64_t off);
 /* fallocate(2) MODE: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE
