@@ -2,9 +2,10 @@
 /*
  * check.c - `vdpool check`: verification of a pool opened read-only.
  *
- * Opening already verified every metadata block (checksum, location, pool,
- * transaction, tree, owner and level) and that no block is referenced
- * twice.  This adds what needs the whole picture: every reference count
+ * Opening already verified one good copy of every metadata block
+ * (checksum, location, pool, transaction, tree, owner and level) and that
+ * no block is referenced twice.  This reads every other copy too, and adds
+ * what needs the whole picture: every reference count
  * equals the number of map entries naming the extent, every extent named
  * lies inside its member, each disk's allocation count is right, and the
  * namespace is a tree with correct link counts.  Never writes.
@@ -175,6 +176,36 @@ static void check_namespace(struct ck *c)
 		}
 }
 
+static int copies_node(void *arg, const struct rnode *n, uint64_t base)
+{
+	struct ck *c = arg;
+	int bad;
+
+	(void)base;
+	bad = pool_meta_check_copies(c->p, n->addr, c->report, c->ctx);
+	if (bad < 0)
+		return bad;
+	c->problems += bad;
+	return 0;
+}
+
+/* Every copy of every metadata block, not just the one open read. */
+static int check_copies(struct ck *c)
+{
+	struct vdp_pool *p = c->p;
+	int r = rtree_visit(&p->inodes, copies_node, c);
+
+	if (r == 0)
+		r = rtree_visit(&p->refc, copies_node, c);
+	for (size_t b = 0; b < p->vtab_size && r == 0; b++)
+		for (struct vnode *v = p->vtab[b]; v && r == 0; v = v->hnext) {
+			r = rtree_visit(&v->data, copies_node, c);
+			if (r == 0)
+				r = rtree_visit(&v->xblob, copies_node, c);
+		}
+	return r;
+}
+
 int vdp_pool_check(struct vdp_pool *p,
 		   void (*report)(void *ctx, const char *line), void *ctx)
 {
@@ -205,6 +236,8 @@ int vdp_pool_check(struct vdp_pool *p,
 	}
 	if (r == 0)
 		check_namespace(&c);
+	if (r == 0)
+		r = check_copies(&c);
 	pthread_mutex_unlock(&p->meta_lock);
 	free(c.pids.v);
 	return r < 0 ? r : c.problems;

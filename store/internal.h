@@ -127,6 +127,10 @@ int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 		   uint64_t owner, int level);
 int pool_write_super(struct vdp_pool *p, uint64_t txid);
 int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk);
+/* Reads every copy of block ADDR; reports each bad one through FN and
+ * returns how many were bad. */
+int pool_meta_check_copies(struct vdp_pool *p, uint64_t addr,
+			   void (*fn)(void *ctx, const char *line), void *ctx);
 void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
 			struct pmember **pm, uint64_t *off);
 

@@ -172,6 +172,42 @@ int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 	return r == -EIO ? -EIO : -EUCLEAN;
 }
 
+int pool_meta_check_copies(struct vdp_pool *p, uint64_t addr,
+			   void (*fn)(void *ctx, const char *line), void *ctx)
+{
+	const struct vdp_dchunk *c = chunk_of(p, addr);
+	char why[160], line[512];
+	void *blk;
+	int bad = 0;
+
+	if (!c || posix_memalign(&blk, 4096, VDP_BLOCK_SIZE) != 0)
+		return -ENOMEM;
+	for (unsigned k = 0; k < c->ncopies; k++) {
+		struct pmember *pm = &p->members[c->member[k]];
+		uint64_t off =
+			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE;
+		int r = pm->m->ops->pread(pm->m, blk, VDP_BLOCK_SIZE, off);
+
+		if (r < 0)
+			snprintf(why, sizeof(why), "%s", strerror(-r));
+		else
+			r = vdp_block_verify(blk, VDP_BLOCK_SIZE,
+					     VDP_MAGIC_META, addr, p->uuid, why,
+					     sizeof(why));
+		if (r < 0) {
+			snprintf(line, sizeof(line),
+				 "metadata block %llu: copy on %s at offset "
+				 "%llu is bad: %s",
+				 (unsigned long long)addr, pm->m->path,
+				 (unsigned long long)off, why);
+			fn(ctx, line);
+			bad++;
+		}
+	}
+	free(blk);
+	return bad;
+}
+
 /* Writes one sealed block to every copy; the caller flushes. */
 int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk)
 {
@@ -420,8 +456,8 @@ static int check_signature(struct vdp_member *m, bool force)
 		    blkid_probe_lookup_value(pr, "PTTYPE", &type, NULL) == 0)
 			what = "partition table";
 		if (type) {
-			vdp_set_error("member %s holds a %s %s; use --force "
-				      "to overwrite it",
+			vdp_set_error("member %s holds an existing %s %s; use "
+				      "--force to overwrite it",
 				      m->path, type, what);
 			r = -EEXIST;
 		}
@@ -433,7 +469,7 @@ static int check_signature(struct vdp_member *m, bool force)
 static int register_pool(const struct vdp_pool *p, bool force)
 {
 	const char *dir = vdp_registry_dir();
-	char path[PATH_MAX], tmp[PATH_MAX + 8], cur[PATH_MAX];
+	char path[PATH_MAX], tmp[PATH_MAX + 8], cur[PATH_MAX], u[37];
 	FILE *f;
 
 	/* mkdir -p */
@@ -462,6 +498,8 @@ static int register_pool(const struct vdp_pool *p, bool force)
 		vdp_set_error("registry %s: %s", tmp, strerror(errno));
 		return -errno;
 	}
+	uuid_str(p->uuid, u);
+	fprintf(f, "# vdpool pool %s %s\n", p->name, u);
 	for (unsigned i = 0; i < p->nmembers; i++)
 		fprintf(f, "%s\n", p->members[i].d.path);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
@@ -659,12 +697,17 @@ err_free:
 
 /* ---- open --------------------------------------------------------------- */
 
-/* The first member path of a pool name from the registry, or SPEC. */
-static int resolve_spec(const char *spec, char *path, size_t size)
+/*
+ * The first member path of a pool name from the registry, or SPEC itself;
+ * UUID gets the pool UUID the registry promises ("" for a path).
+ */
+static int resolve_spec(const char *spec, char *path, size_t size,
+			char uuid[37])
 {
-	char reg[PATH_MAX];
+	char reg[PATH_MAX], line[PATH_MAX + 64];
 	FILE *f;
 
+	uuid[0] = 0;
 	if (strchr(spec, '/') || access(spec, F_OK) == 0) {
 		snprintf(path, size, "%s", spec);
 		return 0;
@@ -677,13 +720,24 @@ static int resolve_spec(const char *spec, char *path, size_t size)
 			      spec, vdp_registry_dir());
 		return -ENOENT;
 	}
-	if (!fgets(path, (int)size, f)) {
-		fclose(f);
-		vdp_set_error("pool %s: registry file %s is empty", spec, reg);
-		return -ENOENT;
+	path[0] = 0;
+	while (fgets(line, sizeof(line), f)) {
+		char name[VDP_POOL_NAME_MAX + 1];
+
+		line[strcspn(line, "\n")] = 0;
+		if (sscanf(line, "# vdpool pool %63s %36s", name, uuid) == 2)
+			continue;
+		if (line[0] && line[0] != '#' && strlen(line) < size) {
+			memcpy(path, line, strlen(line) + 1);
+			break;
+		}
 	}
 	fclose(f);
-	path[strcspn(path, "\n")] = 0;
+	if (!path[0]) {
+		vdp_set_error("pool %s: registry file %s names no member", spec,
+			      reg);
+		return -ENOENT;
+	}
 	return 0;
 }
 
@@ -841,14 +895,14 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 
 int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 {
-	char path[PATH_MAX], why[200];
+	char path[PATH_MAX], why[200], want_uuid[37], u[37];
 	struct vdp_member *first = NULL;
 	struct vdp_dsuper *s = NULL;
 	struct vdp_pool *p;
 	int r;
 
 	vdp_set_error("%s", "");
-	r = resolve_spec(spec, path, sizeof(path));
+	r = resolve_spec(spec, path, sizeof(path), want_uuid);
 	if (r < 0)
 		return r;
 	p = pool_alloc();
@@ -870,6 +924,14 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 	r = load_super_fields(p, s, path);
 	if (r < 0)
 		goto err_close_first;
+	uuid_str(p->uuid, u);
+	if (want_uuid[0] && strcmp(want_uuid, u) != 0) {
+		vdp_set_error("pool %s: %s now belongs to pool %s (%s), not to "
+			      "%s; the registry entry is stale",
+			      spec, path, p->name, u, want_uuid);
+		r = -ESTALE;
+		goto err_close_first;
+	}
 	r = open_members(p, first, s, flags);
 	first = NULL; /* owned by p now */
 	if (r < 0)

@@ -138,16 +138,18 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		    (unsigned long long)p->extent_size, (unsigned long long)cap,
 		    (unsigned long long)used, (unsigned long long)(cap - used));
 	} else {
+		char es[32];
+
+		human(p->extent_size, es, sizeof(es));
 		human(cap, h1, sizeof(h1));
 		human(used, h2, sizeof(h2));
 		human(cap - used, h3, sizeof(h3));
 		put(&b,
-		    "pool %s (%s)\n  transaction %llu, extent size %llu KiB\n"
+		    "pool %s (%s)\n  transaction %llu, extent size %s\n"
 		    "  capacity %s, used %s, free %s\n\n"
 		    "  %-3s %-6s %-40s %12s %12s %s\n",
-		    p->name, u, (unsigned long long)p->txid,
-		    (unsigned long long)(p->extent_size >> 10), h1, h2, h3, "#",
-		    "kind", "member", "size", "used", "metadata");
+		    p->name, u, (unsigned long long)p->txid, es, h1, h2, h3,
+		    "#", "kind", "member", "size", "used", "metadata");
 	}
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		const struct pmember *pm = &p->members[i];
