@@ -161,6 +161,7 @@ int vdp_pool_commit(struct vdp_pool *p)
 
 	if (p->rdonly)
 		return 0;
+	vdp_clear_error();
 	pthread_mutex_lock(&p->commit_lock);
 	mine = ++p->tickets;
 	while (p->committing)

@@ -25,6 +25,10 @@
 #include "rtree.h"
 #include "vdpool.h"
 
+/* Clears the thread's vdp_last_error() sentence, at the start of each
+ * public call that can set one. */
+void vdp_clear_error(void);
+
 /* Sets the thread's vdp_last_error() sentence. */
 void vdp_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

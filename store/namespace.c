@@ -209,6 +209,7 @@ static int dentry_add(struct vdp_pool *p, struct vnode *dir, const char *name,
 	d->hnext = p->dtab[b];
 	p->dtab[b] = d;
 	p->ndentries++;
+	dir->d.size += VDP_DIRENT_FIXED + l; /* the blob's length, kept live */
 	dir->dir_dirty = true;
 	return 0;
 }
@@ -229,6 +230,7 @@ static void dentry_del(struct vdp_pool *p, struct vnode *dir, struct dentry *d)
 	else
 		dir->dtail = d->prev;
 	p->ndentries--;
+	dir->d.size -= VDP_DIRENT_FIXED + strlen(d->name);
 	dir->dir_dirty = true;
 	free(d);
 }
@@ -517,10 +519,13 @@ int ns_load(struct vdp_pool *p)
 
 			if (!S_ISDIR(v->d.mode))
 				continue;
-			blob = blob_read(&v->data, v->d.size);
+			uint64_t len = v->d.size;
+
+			blob = blob_read(&v->data, len);
 			if (!blob)
 				return -ENOMEM;
-			r = dir_parse(p, v, blob, v->d.size);
+			v->d.size = 0; /* dentry_add counts it up again */
+			r = dir_parse(p, v, blob, len);
 			free(blob);
 			if (r < 0)
 				return r;
@@ -608,7 +613,6 @@ static int vnode_commit(struct vdp_pool *p, struct vnode *v)
 		free(b);
 		if (r < 0)
 			return r;
-		v->d.size = len;
 		v->dir_dirty = false;
 	}
 	if (v->xdirty) {
@@ -869,6 +873,11 @@ int vdp_create(struct vdp_pool *p, uint64_t parent, const char *name,
 	p->next_ino++;
 	v->d.uid = uid;
 	v->d.gid = gid;
+	if (dir->d.mode & S_ISGID) { /* BSD group semantics, as ext4 */
+		v->d.gid = dir->d.gid;
+		if (S_ISDIR(mode))
+			v->d.mode |= S_ISGID;
+	}
 	vnode_touch(v, true, true);
 	v->d.atime_sec = v->d.mtime_sec;
 	v->d.atime_nsec = v->d.mtime_nsec;

@@ -33,6 +33,11 @@ const char *vdp_last_error(void)
 	return last_error;
 }
 
+void vdp_clear_error(void)
+{
+	last_error[0] = 0;
+}
+
 void vdp_set_error(const char *fmt, ...)
 {
 	va_list ap;

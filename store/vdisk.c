@@ -42,6 +42,7 @@ static int get_file(struct vdp_pool *p, uint64_t ino, struct vnode **out)
 {
 	struct vnode *v;
 
+	vdp_clear_error(); /* each data call starts with a clean sentence */
 	pthread_mutex_lock(&p->meta_lock);
 	v = vnode_get(p, ino);
 	pthread_mutex_unlock(&p->meta_lock);

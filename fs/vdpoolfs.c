@@ -1,0 +1,1304 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdpoolfs.c - the FUSE daemon: shows a pool as a directory whose regular
+ * files are raw virtual disks.
+ *
+ * This file only translates.  It parses the command line, opens the pool,
+ * mounts, and turns each low-level FUSE request into one call of the store's
+ * public interface (vdpool.h), converting the -errno result once, at the
+ * reply.  It must never know the on-disk format, keep its own copy of the
+ * namespace, or cache data: the store owns all state, including the lookup
+ * counts (every fuse_reply_entry/create that reaches the kernel matches one
+ * reference taken in the store, and a reply that fails gives it back).
+ */
+#define FUSE_USE_VERSION 312 /* 3.12: fuse_loop_cfg_set_max_threads() */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "vdpool.h"
+
+#ifndef VDPOOL_VERSION
+#define VDPOOL_VERSION "unknown"
+#endif
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+#define TIMEOUT 1.0	       /* entry and attribute cache, seconds */
+#define DEFAULT_MAX_THREADS 64 /* >= the queue depth we expect */
+#define MAX_MAX_THREADS 4096
+#define STATFS_BSIZE 4096
+#define STATFS_FREE_INODES (1ULL << 32) /* the namespace has no fixed table */
+
+struct vdpfs {
+	struct vdp_pool *pool;
+	bool rdonly;	 /* -o ro: pool opened VDP_OPEN_RDONLY */
+	bool page_cache; /* -o page_cache: no FOPEN_DIRECT_IO */
+	int close_err;	 /* vdp_pool_close's result, from destroy */
+};
+
+/* ---- logging ---- */
+
+static bool log_syslog; /* set once daemonized */
+
+__attribute__((format(printf, 2, 0))) static void
+vlogmsg(int prio, const char *fmt, va_list ap)
+{
+	if (log_syslog) {
+		vsyslog(prio, fmt, ap);
+		return;
+	}
+	fputs("vdpoolfs: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+__attribute__((format(printf, 2, 3))) static void logmsg(int prio,
+							 const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlogmsg(prio, fmt, ap);
+	va_end(ap);
+}
+
+/* libfuse's own messages end in '\n' and start with "fuse: ". */
+__attribute__((format(printf, 2, 0))) static void
+fuse_log_cb(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	if (log_syslog)
+		vsyslog((int)level, fmt, ap);
+	else
+		vfprintf(stderr, fmt, ap);
+}
+
+/* The store's sentence for the error just returned on this thread. */
+static const char *store_error(int r)
+{
+	const char *s = vdp_last_error();
+
+	return *s ? s : strerror(-r);
+}
+
+/* ---- replies ---- */
+
+static struct vdpfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Answers REQ with R (0 or -errno).  EIO hides the store's reason from the
+ * client, so that one is logged here, with the store's sentence. */
+static void reply_err(fuse_req_t req, const char *op, fuse_ino_t ino, int r)
+{
+	if (r == -EIO)
+		logmsg(LOG_ERR, "%s on inode %" PRIu64 ": %s", op,
+		       (uint64_t)ino, store_error(r));
+	fuse_reply_err(req, -r);
+}
+
+static void attr_to_stat(const struct vdp_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_blksize = a->blksize;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+static void attr_to_entry(const struct vdp_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino;
+	e->attr_timeout = TIMEOUT;
+	e->entry_timeout = TIMEOUT;
+	attr_to_stat(a, &e->attr);
+}
+
+/* Replies with an entry whose reference the store took for us; if the
+ * kernel never receives it, nobody else will give the reference back. */
+static void reply_entry(fuse_req_t req, const struct vdp_attr *a)
+{
+	struct fuse_entry_param e;
+
+	attr_to_entry(a, &e);
+	if (fuse_reply_entry(req, &e) != 0)
+		vdp_forget(fs_of(req)->pool, a->ino, 1);
+}
+
+static void reply_attr(fuse_req_t req, const struct vdp_attr *a)
+{
+	struct stat st;
+
+	attr_to_stat(a, &st);
+	fuse_reply_attr(req, &st, TIMEOUT);
+}
+
+/* Rejects offsets and lengths that are negative or overflow. */
+static bool bad_range(off_t off, uint64_t len)
+{
+	return off < 0 || len > (uint64_t)(INT64_MAX - off);
+}
+
+/* ---- session ---- */
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+
+	conn->max_write = 1 << 20;
+	conn->max_readahead = 1 << 20;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO)
+		conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+	/* The store sees every write as it happens (no double caching), and
+	 * O_TRUNC arrives as a SETATTR the kernel has permission-checked. */
+	conn->want &=
+		~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_ATOMIC_O_TRUNC);
+}
+
+static void fs_destroy(void *userdata)
+{
+	struct vdpfs *fs = userdata;
+
+	fs->close_err = vdp_pool_close(fs->pool);
+	if (fs->close_err < 0)
+		logmsg(LOG_ERR, "closing the pool: %s",
+		       store_error(fs->close_err));
+	fs->pool = NULL;
+}
+
+/* ---- namespace ---- */
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct vdp_attr a;
+	int r = vdp_lookup(fs_of(req)->pool, parent, name, &a);
+
+	if (r < 0)
+		reply_err(req, "lookup", parent, r);
+	else
+		reply_entry(req, &a);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	vdp_forget(fs_of(req)->pool, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		vdp_forget(fs_of(req)->pool, forgets[i].ino,
+			   forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct vdp_attr a;
+	int r = vdp_getattr(fs_of(req)->pool, ino, &a);
+
+	(void)fi;
+	if (r < 0)
+		reply_err(req, "getattr", ino, r);
+	else
+		reply_attr(req, &a);
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
+		       int to_set, struct fuse_file_info *fi)
+{
+	struct vdp_attr in = {0}, out;
+	unsigned set = 0;
+	int r;
+
+	(void)fi;
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		in.mode = st->st_mode;
+		set |= VDP_SET_MODE;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		in.uid = st->st_uid;
+		set |= VDP_SET_UID;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		in.gid = st->st_gid;
+		set |= VDP_SET_GID;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (st->st_size < 0) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		in.size = (uint64_t)st->st_size;
+		set |= VDP_SET_SIZE;
+	}
+	/* The kernel sends ATIME with ATIME_NOW for UTIME_NOW. */
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		set |= VDP_SET_ATIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_ATIME) {
+		in.atime = st->st_atim;
+		set |= VDP_SET_ATIME;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		set |= VDP_SET_MTIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		in.mtime = st->st_mtim;
+		set |= VDP_SET_MTIME;
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		in.ctime = st->st_ctim;
+		set |= VDP_SET_CTIME;
+	}
+	r = vdp_setattr(fs_of(req)->pool, ino, &in, set, &out);
+	if (r < 0)
+		reply_err(req, "setattr", ino, r);
+	else
+		reply_attr(req, &out);
+}
+
+/* Creates a file or directory as the caller; the store takes the entry's
+ * reference.  Returns 0 or -errno, with *A filled on success. */
+static int create_as_caller(fuse_req_t req, fuse_ino_t parent, const char *name,
+			    mode_t mode, struct vdp_attr *a)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	if (!S_ISREG(mode) && !S_ISDIR(mode))
+		return -EOPNOTSUPP; /* disks only: no devices, fifos, sockets */
+	return vdp_create(fs_of(req)->pool, parent, name,
+			  (mode & S_IFMT) | (mode & 07777), ctx->uid, ctx->gid,
+			  a);
+}
+
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, const char *op)
+{
+	struct vdp_attr a;
+	int r = create_as_caller(req, parent, name, mode, &a);
+
+	if (r < 0)
+		reply_err(req, op, parent, r);
+	else
+		reply_entry(req, &a);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	(void)rdev;
+	make_node(req, parent, name, mode, "mknod");
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	make_node(req, parent, name, S_IFDIR | mode, "mkdir");
+}
+
+/* No symlinks, hard links or special files: a pool holds disks. */
+static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	(void)link;
+	(void)parent;
+	(void)name;
+	fuse_reply_err(req, EPERM);
+}
+
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	(void)ino;
+	(void)newparent;
+	(void)newname;
+	fuse_reply_err(req, EPERM);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, "unlink", parent,
+		  vdp_unlink(fs_of(req)->pool, parent, name));
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	reply_err(req, "rmdir", parent,
+		  vdp_rmdir(fs_of(req)->pool, parent, name));
+}
+
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	unsigned vflags = 0;
+
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		vflags |= VDP_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		vflags |= VDP_RENAME_EXCHANGE;
+	reply_err(req, "rename", parent,
+		  vdp_rename(fs_of(req)->pool, parent, name, newparent, newname,
+			     vflags));
+}
+
+/* ---- files ---- */
+
+/* Sets the open reply's flags.  fi->fh records whether the handle may
+ * write, so that flush commits only for writers. */
+static void set_open_flags(struct vdpfs *fs, struct fuse_file_info *fi)
+{
+	bool writer = (fi->flags & O_ACCMODE) != O_RDONLY;
+
+	fi->fh = writer;
+	fi->noflush = !writer;
+	fi->keep_cache = 0;
+	fi->direct_io = !fs->page_cache;
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 15)
+	fi->parallel_direct_writes = !fs->page_cache;
+#endif
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct vdp_attr a;
+	int r;
+
+	r = create_as_caller(req, parent, name, S_IFREG | mode, &a);
+	if (r < 0) {
+		reply_err(req, "create", parent, r);
+		return;
+	}
+	set_open_flags(fs_of(req), fi);
+	attr_to_entry(&a, &e);
+	if (fuse_reply_create(req, &e, fi) != 0)
+		vdp_forget(fs_of(req)->pool, a.ino, 1);
+}
+
+/* O_TRUNC never reaches us: without FUSE_CAP_ATOMIC_O_TRUNC the kernel
+ * truncates by SETATTR first and strips the flag. */
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	set_open_flags(fs_of(req), fi);
+	fuse_reply_open(req, fi);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	ssize_t n;
+	void *buf;
+
+	(void)fi;
+	if (bad_range(off, size)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	/* At most max_pages (1 MiB); glibc serves it from the heap once its
+	 * mmap threshold has adapted, so no per-thread cache is needed. */
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = vdp_read(fs_of(req)->pool, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		reply_err(req, "read", ino, (int)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)fi;
+	if (bad_range(off, size)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = vdp_write(fs_of(req)->pool, ino, buf, size, (uint64_t)off);
+	if (n < 0)
+		reply_err(req, "write", ino, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/* An acknowledged flush (close of a writable handle) is durable. */
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct vdpfs *fs = fs_of(req);
+
+	if (!fi->fh || fs->rdonly) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	reply_err(req, "flush", ino, vdp_fsync(fs->pool, ino, true));
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct vdpfs *fs = fs_of(req);
+
+	(void)fi;
+	if (fs->rdonly) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	reply_err(req, "fsync", ino, vdp_fsync(fs->pool, ino, datasync != 0));
+}
+
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+			 off_t len, struct fuse_file_info *fi)
+{
+	(void)fi;
+	if (len <= 0 || bad_range(off, (uint64_t)len)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	reply_err(req, "fallocate", ino,
+		  vdp_fallocate(fs_of(req)->pool, ino, mode, (uint64_t)off,
+				(uint64_t)len));
+}
+
+/* The kernel answers SEEK_SET/CUR/END itself and sends only DATA/HOLE. */
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int64_t r;
+
+	(void)fi;
+	if (off < 0 || (whence != SEEK_DATA && whence != SEEK_HOLE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = vdp_lseek(fs_of(req)->pool, ino, (uint64_t)off, whence);
+	if (r < 0)
+		reply_err(req, "lseek", ino, (int)r);
+	else
+		fuse_reply_lseek(req, (off_t)r);
+}
+
+/* ---- directories ---- */
+
+struct dent {
+	uint64_t next;
+	struct vdp_attr attr;
+	bool ref; /* we hold a reference on attr.ino for the kernel */
+	char name[VDP_NAME_MAX + 1];
+};
+
+/* One READDIR(PLUS) reply being built.  Plain entries go straight into
+ * BUF; plus entries are collected first and take their references after
+ * vdp_readdir() returns, so that no store call runs inside its callback. */
+struct dirbuf {
+	fuse_req_t req;
+	bool plus;
+	char *buf;
+	size_t size, used; /* bytes of BUF filled (plain) or reserved (plus) */
+	struct dent *ents;
+	size_t n, cap;
+};
+
+static bool is_dot(const char *name)
+{
+	return !strcmp(name, ".") || !strcmp(name, "..");
+}
+
+static int dir_fill(void *ctx, const char *name, const struct vdp_attr *attr,
+		    uint64_t next)
+{
+	struct dirbuf *db = ctx;
+	size_t room = db->size - db->used, len;
+	struct dent *d;
+
+	if (!db->plus) {
+		struct stat st = {.st_ino = attr->ino, .st_mode = attr->mode};
+
+		len = fuse_add_direntry(db->req, db->buf + db->used, room, name,
+					&st, (off_t)next);
+		if (len > room)
+			return 1;
+		db->used += len;
+		return 0;
+	}
+	len = fuse_add_direntry_plus(db->req, NULL, 0, name, NULL, 0);
+	if (len > room || strlen(name) > VDP_NAME_MAX)
+		return 1;
+	if (db->n == db->cap) {
+		size_t cap = db->cap ? 2 * db->cap : 16;
+
+		d = realloc(db->ents, cap * sizeof(*d));
+		if (!d)
+			return -ENOMEM;
+		db->ents = d;
+		db->cap = cap;
+	}
+	d = &db->ents[db->n++];
+	d->next = next;
+	d->attr = *attr;
+	d->ref = false;
+	strcpy(d->name, name);
+	db->used += len;
+	return 0;
+}
+
+/* Adds the collected plus entries to BUF, each one but "." and ".." with a
+ * reference from vdp_lookup.  Returns the bytes filled or -errno when not
+ * even the first entry could be looked up. */
+static ssize_t dir_fill_plus(struct dirbuf *db, fuse_ino_t dir)
+{
+	struct vdp_pool *pool = fs_of(db->req)->pool;
+	struct fuse_entry_param e;
+	size_t used = 0;
+
+	for (size_t i = 0; i < db->n; i++) {
+		struct dent *d = &db->ents[i];
+
+		if (is_dot(d->name)) {
+			attr_to_entry(&d->attr, &e);
+			e.ino = 0; /* no reference; the kernel skips them */
+		} else {
+			int r = vdp_lookup(pool, dir, d->name, &d->attr);
+
+			if (r == -ENOENT)
+				continue; /* removed while listing */
+			if (r < 0)
+				return used ? (ssize_t)used : r;
+			d->ref = true;
+			attr_to_entry(&d->attr, &e);
+		}
+		used += fuse_add_direntry_plus(db->req, db->buf + used,
+					       db->size - used, d->name, &e,
+					       (off_t)d->next);
+	}
+	return (ssize_t)used;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       bool plus)
+{
+	struct dirbuf db = {.req = req, .plus = plus, .size = size};
+	struct vdp_pool *pool = fs_of(req)->pool;
+	ssize_t used;
+	int r;
+
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	db.buf = malloc(size ? size : 1);
+	if (!db.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = vdp_readdir(pool, ino, (uint64_t)off, dir_fill, &db);
+	if (r < 0)
+		goto err_reply;
+	used = (ssize_t)db.used;
+	if (plus) {
+		used = dir_fill_plus(&db, ino);
+		if (used < 0) {
+			r = (int)used;
+			goto err_reply;
+		}
+	}
+	/* A reply the kernel never saw takes no references: give them back. */
+	if (fuse_reply_buf(req, db.buf, (size_t)used) != 0) {
+		for (size_t i = 0; i < db.n; i++)
+			if (db.ents[i].ref)
+				vdp_forget(pool, db.ents[i].attr.ino, 1);
+	}
+	goto out_free;
+
+err_reply:
+	reply_err(req, plus ? "readdirplus" : "readdir", ino, r);
+out_free:
+	free(db.ents);
+	free(db.buf);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, false);
+}
+
+static void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, true);
+}
+
+/* ---- pool-wide ---- */
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv = {0};
+	struct vdp_statfs s;
+	uint64_t per_extent;
+
+	(void)ino;
+	vdp_pool_statfs(fs_of(req)->pool, &s);
+	per_extent = s.extent_size / STATFS_BSIZE;
+	sv.f_bsize = STATFS_BSIZE;
+	sv.f_frsize = STATFS_BSIZE;
+	sv.f_blocks = s.total_extents * per_extent;
+	sv.f_bfree = s.free_extents * per_extent;
+	sv.f_bavail = sv.f_bfree;
+	sv.f_files = s.inodes + STATFS_FREE_INODES;
+	sv.f_ffree = STATFS_FREE_INODES;
+	sv.f_favail = STATFS_FREE_INODES;
+	sv.f_namemax = VDP_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* Whether the caller of REQ belongs to group GID. */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t small[64], *list = small;
+	int n, cap = 64;
+	bool found = false;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, cap, list);
+	if (n > cap) {
+		cap = n;
+		list = malloc((size_t)cap * sizeof(*list));
+		if (!list)
+			return false;
+		n = fuse_req_getgroups(req, cap, list);
+	}
+	for (int i = 0; i < n && i < cap; i++)
+		found = found || list[i] == gid;
+	if (list != small)
+		free(list);
+	return found;
+}
+
+/* access(2) without -o default_permissions: the classic mode-bit check;
+ * root may do anything but execute a file that has no x bit. */
+static void fs_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	unsigned want = (unsigned)mask & 7, bits;
+	struct vdp_attr a;
+	int r = vdp_getattr(fs_of(req)->pool, ino, &a);
+
+	if (r < 0) {
+		reply_err(req, "access", ino, r);
+		return;
+	}
+	if (ctx->uid == 0)
+		bits = (S_ISDIR(a.mode) || (a.mode & 0111)) ? 7 : 6;
+	else if (ctx->uid == a.uid)
+		bits = (a.mode >> 6) & 7;
+	else if (caller_in_group(req, a.gid))
+		bits = (a.mode >> 3) & 7;
+	else
+		bits = a.mode & 7;
+	fuse_reply_err(req, (bits & want) == want ? 0 : EACCES);
+}
+
+/* ---- xattrs ---- */
+
+/* Read-only xattrs of the root that serve the pool's status to the CLI.
+ * Returns the malloc'ed value, or NULL with *R = -errno (-ENODATA when NAME
+ * is not one of them). */
+static char *special_xattr(struct vdp_pool *pool, const char *name, int *r)
+{
+	char *s = NULL;
+
+	*r = 0;
+	if (!strcmp(name, "trusted.vdpool.status"))
+		*r = vdp_pool_status(pool, false, &s);
+	else if (!strcmp(name, "trusted.vdpool.status.json"))
+		*r = vdp_pool_status(pool, true, &s);
+	else if (!strcmp(name, "trusted.vdpool.pid"))
+		*r = asprintf(&s, "%ld", (long)getpid()) < 0 ? -ENOMEM : 0;
+	else
+		*r = -ENODATA;
+	return *r < 0 ? NULL : s;
+}
+
+static bool is_special_xattr(fuse_ino_t ino, const char *name)
+{
+	return ino == VDP_ROOT_INO && !strncmp(name, "trusted.vdpool.", 15);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	if (is_special_xattr(ino, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	reply_err(
+		req, "setxattr", ino,
+		vdp_setxattr(fs_of(req)->pool, ino, name, value, size, flags));
+}
+
+/* Replies to a get/list request whose answer the store wrote into BUF. */
+static void reply_xattr_result(fuse_req_t req, const char *op, fuse_ino_t ino,
+			       size_t size, const void *buf, ssize_t n)
+{
+	if (n < 0)
+		reply_err(req, op, ino, (int)n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct vdp_pool *pool = fs_of(req)->pool;
+	char *buf;
+	ssize_t n;
+	int r;
+
+	if (is_special_xattr(ino, name)) {
+		buf = special_xattr(pool, name, &r);
+		if (!buf)
+			n = r;
+		else if (size && strlen(buf) > size)
+			n = -ERANGE;
+		else
+			n = (ssize_t)strlen(buf);
+		reply_xattr_result(req, "getxattr", ino, size, buf, n);
+		free(buf);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = vdp_getxattr(pool, ino, name, buf, size);
+	reply_xattr_result(req, "getxattr", ino, size, buf, n);
+	free(buf);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t n;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = vdp_listxattr(fs_of(req)->pool, ino, buf, size);
+	reply_xattr_result(req, "listxattr", ino, size, buf, n);
+	free(buf);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	if (is_special_xattr(ino, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	reply_err(req, "removexattr", ino,
+		  vdp_removexattr(fs_of(req)->pool, ino, name));
+}
+
+/* opendir, release, releasedir: libfuse's defaults (reply 0) suffice.  No
+ * copy_file_range, ioctl or locks: ENOSYS, and the kernel keeps locks. */
+static const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_init,
+	.destroy = fs_destroy,
+	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
+	.getattr = fs_getattr,
+	.setattr = fs_setattr,
+	.mknod = fs_mknod,
+	.mkdir = fs_mkdir,
+	.symlink = fs_symlink,
+	.link = fs_link,
+	.unlink = fs_unlink,
+	.rmdir = fs_rmdir,
+	.rename = fs_rename,
+	.create = fs_create,
+	.open = fs_open,
+	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.fsync = fs_fsync,
+	.readdir = fs_readdir,
+	.readdirplus = fs_readdirplus,
+	.statfs = fs_statfs,
+	.access = fs_access,
+	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.removexattr = fs_removexattr,
+	.fallocate = fs_fallocate,
+	.lseek = fs_lseek,
+};
+
+/* ---- command line ---- */
+
+struct cmdline {
+	char *pool;
+	char *mountpoint;
+	bool help, version, ro, page_cache, fsname, subtype;
+	bool commit_set;
+	unsigned commit_ms;
+	unsigned max_threads;
+};
+
+/* Options by name, or by "name=" for those with a value.  PASS_OPTS go
+ * to libfuse as they are (FUSE options and mount flags); DROP_OPTS are
+ * fstab's, meant for mount(8) and systemd (as are "x-*"). */
+static const char pass_opts[] =
+	" allow_other allow_root auto_unmount default_permissions debug"
+	" clone_fd max_idle_threads= fsname= subtype= max_read= user="
+	" context= fscontext= defcontext= rootcontext= rw ro suid nosuid dev"
+	" nodev exec noexec async sync dirsync atime noatime diratime"
+	" nodiratime relatime norelatime strictatime nostrictatime -f -d -s ";
+static const char drop_opts[] = " defaults auto noauto user nouser users"
+				" owner _netdev nofail comment= ";
+
+/* Whether LIST holds ARG's name (with its '=', if it has one). */
+static bool opt_in(const char *list, const char *arg)
+{
+	size_t len = strcspn(arg, "= ");
+	char key[32];
+
+	if (arg[len] == '=')
+		len++;
+	else if (arg[len] != '\0')
+		return false;
+	if (len + 3 > sizeof(key))
+		return false;
+	snprintf(key, sizeof(key), " %.*s ", (int)len, arg);
+	return strstr(list, key) != NULL;
+}
+
+/* Parses a decimal unsigned in [MIN, MAX] for option NAME. */
+static int parse_uint(const char *name, const char *s, unsigned min,
+		      unsigned max, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max) {
+		fprintf(stderr,
+			"vdpoolfs: bad value '%s' for %s (expected %u..%u)\n",
+			s, name, min, max);
+		return -1;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+/* fuse_opt_proc_t: returns 1 to hand ARG on to libfuse, 0 to consume it,
+ * -1 to fail.  Every option must be known here, so that a typo fails
+ * before anything is opened or mounted. */
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct cmdline *cl = data;
+
+	(void)outargs;
+	if (key == FUSE_OPT_KEY_NONOPT) {
+		if (!cl->pool)
+			return (cl->pool = strdup(arg)) ? 0 : -1;
+		if (!cl->mountpoint)
+			return (cl->mountpoint = strdup(arg)) ? 1 : -1;
+		fprintf(stderr, "vdpoolfs: unexpected argument '%s'\n", arg);
+		return -1;
+	}
+	if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+		cl->help = true;
+		return 0;
+	}
+	if (!strcmp(arg, "-V") || !strcmp(arg, "--version")) {
+		cl->version = true;
+		return 0;
+	}
+	if (!strcmp(arg, "page_cache")) {
+		cl->page_cache = true;
+		return 0;
+	}
+	if (!strncmp(arg, "commit_interval=", 16)) {
+		cl->commit_set = true;
+		return parse_uint("commit_interval", arg + 16, 0, 86400000,
+				  &cl->commit_ms);
+	}
+	if (!strncmp(arg, "max_threads=", 12))
+		return parse_uint("max_threads", arg + 12, 1, MAX_MAX_THREADS,
+				  &cl->max_threads);
+	if (opt_in(drop_opts, arg) || !strncmp(arg, "x-", 2))
+		return 0;
+	if (opt_in(pass_opts, arg)) {
+		if (!strcmp(arg, "ro"))
+			cl->ro = true;
+		else if (!strcmp(arg, "rw"))
+			cl->ro = false;
+		if (!strncmp(arg, "fsname=", 7))
+			cl->fsname = true;
+		if (!strncmp(arg, "subtype=", 8))
+			cl->subtype = true;
+		return 1;
+	}
+	fprintf(stderr, "vdpoolfs: unknown option '%s'\n", arg);
+	return -1;
+}
+
+static void usage(void)
+{
+	printf("usage: vdpoolfs [-f] [-d] [-o OPTS] POOL MOUNTPOINT\n"
+	       "\n"
+	       "Mounts the vdpool POOL (a pool name or a member's path) at "
+	       "MOUNTPOINT.\n"
+	       "\n"
+	       "  -f                     stay in the foreground\n"
+	       "  -d, -o debug           log every request (implies -f)\n"
+	       "  -s                     single-threaded\n"
+	       "  -h, --help             show this help\n"
+	       "  -V, --version          show versions\n"
+	       "\n"
+	       "vdpoolfs options:\n"
+	       "  -o ro                  open the pool read-only\n"
+	       "  -o commit_interval=MS  commit pending changes every MS ms "
+	       "(0: only on\n"
+	       "                         fsync, flush and unmount)\n"
+	       "  -o page_cache          use the kernel page cache (default: "
+	       "direct I/O)\n"
+	       "  -o max_threads=N       worker threads (default %d)\n"
+	       "\n"
+	       "FUSE options: allow_other, allow_root, default_permissions, "
+	       "auto_unmount,\n"
+	       "  clone_fd, max_idle_threads=N, fsname=S, subtype=S, "
+	       "max_read=N.\n"
+	       "Mount flags: rw, suid, nosuid, dev, nodev, exec, noexec, "
+	       "sync, async,\n"
+	       "  dirsync, [no]atime, [no]diratime, [no]relatime, "
+	       "[no]strictatime.\n"
+	       "Ignored (for fstab): defaults, auto, noauto, user, nouser, "
+	       "users, owner,\n"
+	       "  _netdev, nofail, x-*, comment=*.\n",
+	       DEFAULT_MAX_THREADS);
+}
+
+/* Refuses a mount point that is missing, not a directory, or the root of
+ * a mount already (mounting over it would hide that mount). */
+static int check_mountpoint(const char *path)
+{
+	struct statx stx;
+
+	if (statx(AT_FDCWD, path, 0, STATX_TYPE, &stx) < 0) {
+		if (errno == ENOTCONN)
+			fprintf(stderr,
+				"vdpoolfs: mount point '%s': a FUSE daemon "
+				"died here; run 'fusermount3 -u %s'\n",
+				path, path);
+		else
+			fprintf(stderr, "vdpoolfs: mount point '%s': %s\n",
+				path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(stx.stx_mode)) {
+		fprintf(stderr,
+			"vdpoolfs: mount point '%s' is not a directory\n",
+			path);
+		return -1;
+	}
+	if ((stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	    (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)) {
+		fprintf(stderr,
+			"vdpoolfs: mount point '%s' is busy: something is "
+			"mounted there\n",
+			path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Adds "-o NAME=VALUE", VALUE escaped for fuse_opt's comma splitting. */
+static int add_opt(struct fuse_args *args, const char *name, const char *value)
+{
+	char *esc = NULL, *opt = NULL;
+	int r = -1;
+
+	if (fuse_opt_add_opt_escaped(&esc, value) < 0)
+		return -1;
+	if (asprintf(&opt, "%s=%s", name, esc) >= 0 &&
+	    fuse_opt_add_arg(args, "-o") == 0)
+		r = fuse_opt_add_arg(args, opt);
+	free(opt);
+	free(esc);
+	return r;
+}
+
+/* Names the mount after the pool and types it fuse.vdpoolfs, as df(1),
+ * /proc/mounts and fstab show it. */
+static int add_default_opts(struct fuse_args *args, const struct cmdline *cl)
+{
+	if (!cl->fsname && add_opt(args, "fsname", cl->pool) < 0)
+		return -1;
+	if (!cl->subtype && add_opt(args, "subtype", "vdpoolfs") < 0)
+		return -1;
+	return 0;
+}
+
+/* ---- daemon ---- */
+
+/*
+ * Forks.  The parent waits for one byte on a pipe and exits 0 when it
+ * comes (the mount is live), else with the child's status: so "vdpoolfs
+ * POOL MNT" in a script or from mount(8) returns only once the mount
+ * works.  We fork before opening the pool because the store starts its
+ * commit thread in vdp_pool_open(), and threads do not survive fork().
+ * Returns the pipe's write end, in the child.
+ */
+static int daemon_fork(void)
+{
+	int fds[2], status;
+	unsigned char ok;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0) {
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		return fds[1];
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], &ok, 1);
+	while (n < 0 && errno == EINTR);
+	if (n == 1)
+		_exit(0);
+	if (waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+	    WEXITSTATUS(status) != 0)
+		_exit(WEXITSTATUS(status));
+	_exit(1);
+}
+
+/* Detaches the child and tells the parent the mount is live. */
+static void daemon_ready(int *fd)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	setsid();
+	if (chdir("/") < 0)
+		logmsg(LOG_WARNING, "chdir /: %s", strerror(errno));
+	openlog("vdpoolfs", LOG_PID, LOG_DAEMON);
+	log_syslog = true;
+	if (null >= 0) {
+		dup2(null, STDIN_FILENO);
+		dup2(null, STDOUT_FILENO);
+		dup2(null, STDERR_FILENO);
+		if (null > STDERR_FILENO)
+			close(null);
+	}
+	if (write(*fd, "", 1) != 1)
+		logmsg(LOG_WARNING, "cannot signal the parent: %s",
+		       strerror(errno));
+	close(*fd);
+	*fd = -1;
+}
+
+/* Runs the session until unmount or a signal.  Returns 0 or -errno. */
+static int run_loop(struct fuse_session *se, struct fuse_cmdline_opts *opts,
+		    unsigned max_threads)
+{
+	struct fuse_loop_config *cfg;
+	int r;
+
+	if (opts->singlethread)
+		return fuse_session_loop(se) < 0 ? -EIO : 0;
+	cfg = fuse_loop_cfg_create();
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_max_threads(cfg, max_threads);
+	if (opts->max_idle_threads != UINT_MAX) /* UINT_MAX: not given */
+		fuse_loop_cfg_set_idle_threads(cfg, opts->max_idle_threads);
+	r = fuse_session_loop_mt(se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return r < 0 ? r : 0; /* > 0: the signal that ended it */
+}
+
+/* Opens, mounts, serves, unmounts.  *READY_FD >= 0: tell the parent
+ * once mounted, and set it to -1. */
+static int serve(struct cmdline *cl, struct fuse_args *args,
+		 struct fuse_cmdline_opts *opts, int *ready_fd)
+{
+	struct vdpfs fs = {.rdonly = cl->ro, .page_cache = cl->page_cache};
+	struct fuse_session *se;
+	int r, ret = 1;
+
+	/* Before any thread exists, so that all inherit it (needs
+	 * CAP_SYS_RESOURCE; without it we merely risk reclaim deadlocks). */
+	(void)prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+
+	r = vdp_pool_open(cl->pool, cl->ro ? VDP_OPEN_RDONLY : 0, &fs.pool);
+	if (r < 0) {
+		logmsg(LOG_ERR, "%s", store_error(r));
+		return 1;
+	}
+	if (cl->commit_set)
+		vdp_pool_set_commit_interval(fs.pool, cl->commit_ms);
+
+	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se)
+		goto err_close_pool; /* libfuse said why */
+	if (fuse_set_signal_handlers(se) < 0)
+		goto err_destroy_session;
+	if (fuse_session_mount(se, opts->mountpoint) < 0)
+		goto err_remove_handlers;
+
+	if (*ready_fd >= 0)
+		daemon_ready(ready_fd);
+	logmsg(LOG_INFO, "pool %s mounted on %s%s", cl->pool, opts->mountpoint,
+	       cl->ro ? " read-only" : "");
+	r = run_loop(se, opts, cl->max_threads);
+	if (r < 0)
+		logmsg(LOG_ERR, "FUSE loop: %s", strerror(-r));
+	else
+		ret = 0;
+	fuse_session_unmount(se);
+err_remove_handlers:
+	fuse_remove_signal_handlers(se);
+err_destroy_session:
+	fuse_session_destroy(se); /* calls fs_destroy if init was seen */
+err_close_pool:
+	if (fs.pool) {
+		fs.close_err = vdp_pool_close(fs.pool);
+		if (fs.close_err < 0)
+			logmsg(LOG_ERR, "closing the pool: %s",
+			       store_error(fs.close_err));
+	}
+	if (fs.close_err < 0)
+		ret = 1;
+	else if (ret == 0)
+		logmsg(LOG_INFO, "pool %s unmounted from %s", cl->pool,
+		       opts->mountpoint);
+	return ret;
+}
+
+/*
+ * vdpoolfs [-f] [-d] [-o OPTS] POOL MOUNTPOINT: mounts a pool.  Exits 0
+ * once the mount is live (or, in the foreground, after a clean unmount or
+ * SIGTERM/SIGINT/SIGHUP with the pool committed and closed), 1 on any
+ * error, with one line on stderr (or syslog once daemonized).
+ */
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct cmdline cl = {.max_threads = DEFAULT_MAX_THREADS};
+	struct fuse_cmdline_opts opts = {0};
+	int ready_fd = -1, ret = 1;
+
+	fuse_set_log_func(fuse_log_cb);
+	if (fuse_opt_parse(&args, &cl, NULL, opt_proc) < 0)
+		goto out_free_args;
+	if (cl.help) {
+		usage();
+		ret = 0;
+		goto out_free_args;
+	}
+	if (cl.version) {
+		printf("vdpoolfs %s\nFUSE library version %s\n", VDPOOL_VERSION,
+		       fuse_pkgversion());
+		fflush(stdout); /* fusermount3 prints its version next */
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_free_args;
+	}
+	if (!cl.mountpoint) {
+		fprintf(stderr,
+			"vdpoolfs: missing %s\n"
+			"usage: vdpoolfs [-f] [-d] [-o OPTS] POOL "
+			"MOUNTPOINT (see --help)\n",
+			cl.pool ? "MOUNTPOINT" : "POOL and MOUNTPOINT");
+		goto out_free_args;
+	}
+	if (check_mountpoint(cl.mountpoint) < 0)
+		goto out_free_args;
+	if (add_default_opts(&args, &cl) < 0)
+		goto out_free_args;
+	if (fuse_parse_cmdline(&args, &opts) < 0)
+		goto out_free_args;
+
+	if (!opts.foreground) {
+		ready_fd = daemon_fork();
+		if (ready_fd < 0) {
+			logmsg(LOG_ERR, "cannot fork: %s", strerror(errno));
+			goto out_free_opts;
+		}
+	}
+	ret = serve(&cl, &args, &opts, &ready_fd);
+	if (ready_fd >= 0)
+		close(ready_fd); /* failed before the mount: parent sees EOF */
+
+out_free_opts:
+	free(opts.mountpoint);
+out_free_args:
+	fuse_opt_free_args(&args);
+	free(cl.pool);
+	free(cl.mountpoint);
+	return ret;
+}
