@@ -1,0 +1,44 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+#
+# install-deps.sh - install everything needed to build vdpool and run its
+# whole test suite on Debian 12 (bookworm), as root.
+#
+# Idempotent: when every package is already installed it does nothing and
+# needs no network.  Never removes or upgrades anything else.
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	build-essential cmake pkg-config git
+	libfuse3-dev fuse3 libxxhash-dev libblkid-dev
+	libdevmapper-dev libiscsi-dev
+	# clang-format check; gcc's libasan/libubsan come with build-essential
+	clang clang-format
+	# end-to-end tests
+	qemu-utils fio e2fsprogs util-linux mount coreutils diffutils xxd
+	attr psmisc procps python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	[ "$status" = "install ok installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "install-deps: all ${#PACKAGES[@]} packages already installed"
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: run as root to install: ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq </dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null \
+	>/dev/null
+echo "install-deps: done"
