@@ -220,6 +220,14 @@ int alloc_extent(struct vdp_pool *p, uint64_t *pid)
 	}
 	if (!best || best->nfree == 0)
 		return -ENOSPC;
+	/* Keep 1/16 of the metadata space for the commits that must record
+	 * what is already allocated: data runs out before metadata does, so
+	 * a full pool is an ENOSPC on writes, never a failed commit. */
+	if (p->meta_nfree < p->meta_blocks / 16) {
+		vdp_set_error("pool %s: metadata space is nearly full",
+			      p->name);
+		return -ENOSPC;
+	}
 	i = find_clear(best->used, best->d.nextents, best->cursor);
 	if (i >= best->d.nextents)
 		return -ENOSPC; /* nfree was wrong; cannot happen */

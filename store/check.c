@@ -229,7 +229,8 @@ int vdp_pool_check(struct vdp_pool *p,
 				    (unsigned long long)v->d.nalloc);
 		}
 	if (r == 0) {
-		qsort(c.pids.v, c.pids.n, sizeof(uint64_t), cmp_u64);
+		if (c.pids.n)
+			qsort(c.pids.v, c.pids.n, sizeof(uint64_t), cmp_u64);
 		r = rtree_visit(&p->refc, refc_leaf, &c);
 		for (; r == 0 && c.at < c.pids.n; c.at++)
 			refs_mismatch(&c, c.pids.v[c.at], 1, 0);

@@ -130,7 +130,7 @@ static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 
 	pthread_mutex_lock(&p->meta_lock);
 	r = alloc_extent(p, &pid);
-	pending = p->pend_ext.n;
+	pending = p->pend_ext.n + p->pend_meta.n;
 	pthread_mutex_unlock(&p->meta_lock);
 	if (r == -ENOSPC && pending) {
 		/* Extents freed by the open transaction become usable once
