@@ -208,7 +208,6 @@ int alloc_extent(struct vdp_pool *p, uint64_t *pid)
 	struct pmember *best = NULL;
 	unsigned bi = 0;
 	uint64_t i;
-	int r;
 
 	for (unsigned m = 0; m < p->nmembers; m++) {
 		if (p->members[m].d.state != 0)
@@ -235,12 +234,15 @@ int alloc_extent(struct vdp_pool *p, uint64_t *pid)
 	best->nfree--;
 	best->cursor = i + 1;
 	*pid = VDP_PID_MAKE(bi, i);
-	r = extent_ref(p, *pid);
-	if (r < 0) {
-		BIT_CLR(best->used, i);
-		best->nfree++;
-	}
-	return r;
+	return 0;
+}
+
+void unalloc_extent(struct vdp_pool *p, uint64_t pid)
+{
+	struct pmember *pm = &p->members[VDP_PID_MEMBER(pid)];
+
+	BIT_CLR(pm->used, VDP_PID_INDEX(pid));
+	pm->nfree++;
 }
 
 void release_pending(struct vdp_pool *p, struct u64vec *ext,

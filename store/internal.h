@@ -144,7 +144,12 @@ void alloc_free_all(struct vdp_pool *p);
 int alloc_meta(struct vdp_pool *p, uint64_t *addr);
 void free_meta(struct vdp_pool *p, uint64_t addr);
 int mark_meta_used(struct vdp_pool *p, uint64_t addr);
+/* alloc_extent takes a free extent for the caller, in memory only; the
+ * caller either maps it and takes its first reference (extent_ref) in one
+ * meta_lock hold, so no commit can record one without the other, or gives
+ * it back with unalloc_extent. */
 int alloc_extent(struct vdp_pool *p, uint64_t *pid);
+void unalloc_extent(struct vdp_pool *p, uint64_t pid);
 int mark_extent_used(struct vdp_pool *p, uint64_t pid);
 int extent_ref(struct vdp_pool *p, uint64_t pid);
 int extent_unref(struct vdp_pool *p, uint64_t pid);

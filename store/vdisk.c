@@ -152,19 +152,20 @@ static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 	atomic_store(&pm->written, true);
 	pthread_mutex_lock(&p->meta_lock);
 	if (r == 0) {
+		/* Map and reference in one hold of meta_lock: a commit sees
+		 * both or neither. */
 		slot = rtree_slot(&v->data, vext);
-		if (slot) {
+		r = slot ? extent_ref(p, pid) : -ENOMEM;
+		if (r == 0) {
 			*slot = htole64(pid);
 			v->d.nalloc++;
 			vnode_dirty(p, v);
-		} else {
-			r = -ENOMEM;
 		}
 	} else {
 		io_error(p, pm, "write", r);
 	}
 	if (r < 0)
-		(void)extent_unref(p, pid);
+		unalloc_extent(p, pid);
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
 }

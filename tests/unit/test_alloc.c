@@ -39,6 +39,8 @@ int main(void)
 	for (int i = 0; i < 16; i++) {
 		CHECK_EQ(alloc_extent(p, &got[i]), 0);
 		CHECK(pid_valid(p, got[i]));
+		CHECK_EQ(extent_refcount(p, got[i]), 0); /* not mapped yet */
+		CHECK_EQ(extent_ref(p, got[i]), 0);
 		CHECK_EQ(extent_refcount(p, got[i]), 1);
 		if (VDP_PID_MEMBER(got[i]) == 0)
 			n0++;
@@ -52,6 +54,11 @@ int main(void)
 	CHECK_EQ(n0, 10);
 	CHECK_EQ(n1, 6);
 	CHECK_EQ(alloc_extent(p, &pid), -ENOSPC);
+
+	/* An extent taken but given back (its write failed) is free again. */
+	unalloc_extent(p, got[2]);
+	CHECK_EQ(alloc_extent(p, &pid), 0);
+	CHECK_EQ(pid, got[2]);
 
 	/* A second reference keeps the extent alive after the first goes. */
 	CHECK_EQ(extent_ref(p, got[5]), 0);
