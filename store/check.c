@@ -120,9 +120,37 @@ static int refc_leaf(void *arg, const struct rnode *n, uint64_t base)
 	return 0;
 }
 
-static void check_namespace(struct ck *c)
+/* How many entries of the sorted array NAMED are INO. */
+static uint64_t count_names(const struct u64vec *named, uint64_t ino)
+{
+	size_t lo = 0, hi = named->n, n = 0;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (named->v[mid] < ino)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	while (lo + n < named->n && named->v[lo + n] == ino)
+		n++;
+	return n;
+}
+
+static int check_namespace(struct ck *c)
 {
 	struct vdp_pool *p = c->p;
+	struct u64vec names_v = {0}, *named = &names_v;
+
+	for (size_t k = 0; k < p->dtab_size; k++)
+		for (struct dentry *d = p->dtab[k]; d; d = d->hnext)
+			if (u64vec_push(named, d->ino) < 0) {
+				free(named->v);
+				return -ENOMEM;
+			}
+	if (named->n)
+		qsort(named->v, named->n, sizeof(uint64_t), cmp_u64);
 
 	for (size_t b = 0; b < p->vtab_size; b++)
 		for (struct vnode *v = p->vtab[b]; v; v = v->hnext) {
@@ -130,11 +158,7 @@ static void check_namespace(struct ck *c)
 
 			if (v->d.nlink == 0)
 				continue; /* unlinked while open: freed later */
-			for (size_t k = 0; k < p->dtab_size; k++)
-				for (struct dentry *d = p->dtab[k]; d;
-				     d = d->hnext)
-					if (d->ino == v->ino)
-						names++;
+			names = count_names(named, v->ino);
 			if (S_ISDIR(v->d.mode)) {
 				for (struct dentry *d = v->dhead; d;
 				     d = d->next) {
@@ -174,6 +198,8 @@ static void check_namespace(struct ck *c)
 				    (unsigned long long)names);
 			}
 		}
+	free(named->v);
+	return 0;
 }
 
 static int copies_node(void *arg, const struct rnode *n, uint64_t base)
@@ -236,7 +262,7 @@ int vdp_pool_check(struct vdp_pool *p,
 			refs_mismatch(&c, c.pids.v[c.at], 1, 0);
 	}
 	if (r == 0)
-		check_namespace(&c);
+		r = check_namespace(&c);
 	if (r == 0)
 		r = check_copies(&c);
 	pthread_mutex_unlock(&p->meta_lock);

@@ -171,7 +171,11 @@ int ns_commit(struct vdp_pool *p);
 struct vnode *vnode_get(struct vdp_pool *p, uint64_t ino);
 void vnode_dirty(struct vdp_pool *p, struct vnode *v);
 void vnode_touch(struct vnode *v, bool mtime, bool ctime);
-int ns_path_of(struct vdp_pool *p, uint64_t ino, char *buf, size_t size);
+/* Calls FN for every regular file reachable from the root, with its path
+ * ("/dir/x.img"), in directory order; stops at FN's non-zero.  Under
+ * meta_lock. */
+typedef int (*ns_file_fn)(void *ctx, const char *path, struct vnode *v);
+int ns_walk_files(struct vdp_pool *p, ns_file_fn fn, void *ctx);
 
 /* vdisk.c */
 int vdisk_truncate(struct vdp_pool *p, struct vnode *v, uint64_t size);

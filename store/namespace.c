@@ -1151,38 +1151,37 @@ int vdp_readdir(struct vdp_pool *p, uint64_t ino, uint64_t cookie,
 	return r;
 }
 
-int ns_path_of(struct vdp_pool *p, uint64_t ino, char *buf, size_t size)
+static int walk_dir(struct vdp_pool *p, struct vnode *dir, char *path,
+		    size_t len, unsigned depth, ns_file_fn fn, void *ctx)
 {
-	char tmp[4096];
-	size_t len = 0;
+	int r = 0;
 
-	tmp[0] = 0;
-	while (ino != VDP_ROOT_INO) {
-		struct vnode *v = vnode_get(p, ino);
-		struct vnode *dir = NULL;
-		struct dentry *d = NULL;
-		size_t l;
+	if (depth > 1024)
+		return -ELOOP;
+	for (struct dentry *d = dir->dhead; d && r == 0; d = d->next) {
+		struct vnode *v = vnode_get(p, d->ino);
+		size_t l = strlen(d->name);
 
-		/* Files do not record their parent: search directories. */
-		for (size_t b = 0; b < p->dtab_size && !d; b++)
-			for (d = p->dtab[b]; d && d->ino != ino; d = d->hnext)
-				;
-		if (!v || !d)
-			return -ENOENT;
-		dir = vnode_get(p, d->parent);
-		l = strlen(d->name);
-		if (len + l + 1 >= sizeof(tmp))
-			return -ENAMETOOLONG;
-		memmove(tmp + l + 1, tmp, len + 1);
-		tmp[0] = '/';
-		memcpy(tmp + 1, d->name, l);
-		len += l + 1;
-		if (!dir)
-			return -ENOENT;
-		ino = dir->ino;
+		if (!v || len + l + 2 > 4096)
+			continue;
+		path[len] = '/';
+		memcpy(path + len + 1, d->name, l + 1);
+		if (S_ISDIR(v->d.mode))
+			r = walk_dir(p, v, path, len + l + 1, depth + 1, fn,
+				     ctx);
+		else
+			r = fn(ctx, path, v);
+		path[len] = 0;
 	}
-	snprintf(buf, size, "%s", len ? tmp : "/");
-	return 0;
+	return r;
+}
+
+int ns_walk_files(struct vdp_pool *p, ns_file_fn fn, void *ctx)
+{
+	struct vnode *root = vnode_get(p, VDP_ROOT_INO);
+	char path[4096] = "";
+
+	return root ? walk_dir(p, root, path, 0, 0, fn, ctx) : 0;
 }
 
 /* ---- xattrs ------------------------------------------------------------- */

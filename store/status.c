@@ -109,6 +109,33 @@ static bool holds_meta(const struct vdp_pool *p, unsigned m)
 	return false;
 }
 
+struct disk_ctx {
+	struct vdp_pool *p;
+	struct sbuf *b;
+	bool json, first;
+};
+
+static int put_disk(void *arg, const char *path, struct vnode *v)
+{
+	struct disk_ctx *c = arg;
+	uint64_t alloc = v->d.nalloc * c->p->extent_size;
+	char h1[32], h2[32];
+
+	if (c->json) {
+		put(c->b, "%s{\"path\":", c->first ? "" : ",");
+		put_json_str(c->b, path);
+		put(c->b, ",\"ino\":%llu,\"size\":%llu,\"allocated\":%llu}",
+		    (unsigned long long)v->ino, (unsigned long long)v->d.size,
+		    (unsigned long long)alloc);
+	} else {
+		human(v->d.size, h1, sizeof(h1));
+		human(alloc, h2, sizeof(h2));
+		put(c->b, "  %-40s %12s %12s\n", path, h1, h2);
+	}
+	c->first = false;
+	return 0;
+}
+
 int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 {
 	struct sbuf b = {0};
@@ -116,7 +143,6 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	char u[37], h1[32], h2[32], h3[32];
 	const uint8_t *id = p->uuid;
 	uint64_t cap, used;
-	bool first = true;
 
 	vdp_pool_statfs(p, &st);
 	cap = st.total_extents * st.extent_size;
@@ -178,30 +204,9 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	}
 	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s\n", "disk",
 	    "size", "allocated");
-	for (size_t k = 0; k < p->vtab_size; k++)
-		for (struct vnode *v = p->vtab[k]; v; v = v->hnext) {
-			char path[4096];
-			uint64_t alloc = v->d.nalloc * p->extent_size;
+	struct disk_ctx dc = {.p = p, .b = &b, .json = json, .first = true};
 
-			if (!S_ISREG(v->d.mode) ||
-			    ns_path_of(p, v->ino, path, sizeof(path)) < 0)
-				continue;
-			if (json) {
-				put(&b, "%s{\"path\":", first ? "" : ",");
-				put_json_str(&b, path);
-				put(&b,
-				    ",\"ino\":%llu,\"size\":%llu,"
-				    "\"allocated\":%llu}",
-				    (unsigned long long)v->ino,
-				    (unsigned long long)v->d.size,
-				    (unsigned long long)alloc);
-			} else {
-				human(v->d.size, h1, sizeof(h1));
-				human(alloc, h2, sizeof(h2));
-				put(&b, "  %-40s %12s %12s\n", path, h1, h2);
-			}
-			first = false;
-		}
+	ns_walk_files(p, put_disk, &dc);
 	pthread_mutex_unlock(&p->meta_lock);
 	if (json)
 		put(&b,
