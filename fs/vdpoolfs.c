@@ -18,6 +18,7 @@
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/fuse.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -415,13 +417,45 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		vdp_forget(fs_of(req)->pool, a.ino, 1);
 }
 
+#if FUSE_VERSION < FUSE_MAKE_VERSION(3, 15)
+/*
+ * libfuse before 3.15 has no way to send FOPEN_PARALLEL_DIRECT_WRITES
+ * (protocol 7.38), and without it the kernel runs direct writes to one
+ * file one at a time: a guest's queue depth collapses to 1.  The open
+ * reply is a plain 16-byte struct fuse_open_out, so build it here with
+ * every flag fill_open() would set, plus that one.  The store allows
+ * concurrent writes to a disk (vnode io lock); the kernel still
+ * serialises writes that extend the file.
+ */
+static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
+{
+	struct fuse_open_out o = {.fh = fi->fh};
+	struct iovec iov = {.iov_base = &o, .iov_len = sizeof(o)};
+
+	if (fi->direct_io)
+		o.open_flags |= FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+	if (fi->keep_cache)
+		o.open_flags |= FOPEN_KEEP_CACHE;
+	if (fi->nonseekable)
+		o.open_flags |= FOPEN_NONSEEKABLE;
+	if (fi->noflush)
+		o.open_flags |= FOPEN_NOFLUSH;
+	return fuse_reply_iov(req, &iov, 1);
+}
+#else
+static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
+{
+	return fuse_reply_open(req, fi);
+}
+#endif
+
 /* O_TRUNC never reaches us: without FUSE_CAP_ATOMIC_O_TRUNC the kernel
  * truncates by SETATTR first and strips the flag. */
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	set_open_flags(fs_of(req), fi);
-	fuse_reply_open(req, fi);
+	reply_open(req, fi);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
