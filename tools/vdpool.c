@@ -659,6 +659,29 @@ static void print_text(const char *s)
 		putchar('\n');
 }
 
+/* The mountpoint of a vdpoolfs mount whose source is SPEC (the pool name
+ * or member path it was mounted by), from /proc/self/mounts. */
+static bool find_mount(const char *spec, char *mnt, size_t size)
+{
+	char src[PATH_MAX], dir[PATH_MAX], type[64];
+	bool found = false;
+	FILE *f = fopen("/proc/self/mounts", "r");
+
+	if (!f)
+		return false;
+	while (!found &&
+	       fscanf(f, "%4095s %4095s %63s %*[^\n]", src, dir, type) == 3)
+		if (strcmp(type, "fuse.vdpoolfs") == 0 &&
+		    strcmp(src, spec) == 0 && strlen(dir) < size) {
+			/* /proc/self/mounts escapes spaces as \040 etc.;
+			 * such mountpoints simply are not found. */
+			memcpy(mnt, dir, strlen(dir) + 1);
+			found = true;
+		}
+	fclose(f);
+	return found;
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -710,6 +733,18 @@ static int cmd_status(int argc, char **argv)
 
 	r = vdp_pool_open(arg, VDP_OPEN_RDONLY, &p);
 	if (r == -EBUSY) {
+		/* Mounted under the name given?  Then ask that daemon. */
+		char mnt[PATH_MAX];
+
+		if (find_mount(arg, mnt, sizeof(mnt)) &&
+		    read_xattr(mnt,
+			       json ? "trusted.vdpool.status.json"
+				    : "trusted.vdpool.status",
+			       &text) == 0) {
+			print_text(text);
+			free(text);
+			return 0;
+		}
 		r = vdp_pool_open(arg, VDP_OPEN_RDONLY | VDP_OPEN_NOLOCK, &p);
 		if (r == 0)
 			fprintf(stderr,
