@@ -124,8 +124,10 @@ void vnode_dirty(struct vdp_pool *p, struct vnode *v)
 		size_t cap = p->dirty_cap ? p->dirty_cap * 2 : 64;
 		struct vnode **n = realloc(p->dirty, cap * sizeof(*n));
 
-		if (!n)
-			return; /* stays dirty; ns_commit rescans on ENOMEM */
+		if (!n) {
+			p->dirty_lost = true; /* ns_commit rescans */
+			return;
+		}
 		p->dirty = n;
 		p->dirty_cap = cap;
 	}
@@ -643,7 +645,10 @@ int ns_commit(struct vdp_pool *p)
 		r = vnode_commit(p, p->dirty[i]);
 	}
 	p->ndirty = 0;
-	/* Any vnode that could not be listed (ENOMEM) is still dirty. */
+	if (!p->dirty_lost || r < 0)
+		return r;
+	/* A vnode that could not be listed (ENOMEM) is still dirty. */
+	p->dirty_lost = false;
 	for (size_t b = 0; b < p->vtab_size && r == 0; b++)
 		for (struct vnode *v = p->vtab[b]; v && r == 0; v = v->hnext)
 			if (v->dirty || v->dir_dirty || v->xdirty ||
