@@ -734,53 +734,6 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* Whether the caller of REQ belongs to group GID. */
-static bool caller_in_group(fuse_req_t req, gid_t gid)
-{
-	gid_t small[64], *list = small;
-	int n, cap = 64;
-	bool found = false;
-
-	if (fuse_req_ctx(req)->gid == gid)
-		return true;
-	n = fuse_req_getgroups(req, cap, list);
-	if (n > cap) {
-		cap = n;
-		list = malloc((size_t)cap * sizeof(*list));
-		if (!list)
-			return false;
-		n = fuse_req_getgroups(req, cap, list);
-	}
-	for (int i = 0; i < n && i < cap; i++)
-		found = found || list[i] == gid;
-	if (list != small)
-		free(list);
-	return found;
-}
-
-/* access(2) without -o default_permissions: the classic mode-bit check;
- * root may do anything but execute a file that has no x bit. */
-static void fs_access(fuse_req_t req, fuse_ino_t ino, int mask)
-{
-	const struct fuse_ctx *ctx = fuse_req_ctx(req);
-	unsigned want = (unsigned)mask & 7, bits;
-	struct vdp_attr a;
-	int r = vdp_getattr(fs_of(req)->pool, ino, &a);
-
-	if (r < 0) {
-		reply_err(req, "access", ino, r);
-		return;
-	}
-	if (ctx->uid == 0)
-		bits = (S_ISDIR(a.mode) || (a.mode & 0111)) ? 7 : 6;
-	else if (ctx->uid == a.uid)
-		bits = (a.mode >> 6) & 7;
-	else if (caller_in_group(req, a.gid))
-		bits = (a.mode >> 3) & 7;
-	else
-		bits = a.mode & 7;
-	fuse_reply_err(req, (bits & want) == want ? 0 : EACCES);
-}
-
 /* ---- xattrs ---- */
 
 /* Read-only xattrs of the root that serve the pool's status to the CLI.
@@ -911,7 +864,6 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.readdir = fs_readdir,
 	.readdirplus = fs_readdirplus,
 	.statfs = fs_statfs,
-	.access = fs_access,
 	.setxattr = fs_setxattr,
 	.getxattr = fs_getxattr,
 	.listxattr = fs_listxattr,
@@ -1119,9 +1071,14 @@ static int add_opt(struct fuse_args *args, const char *name, const char *value)
 }
 
 /* Names the mount after the pool and types it fuse.vdpoolfs, as df(1),
- * /proc/mounts and fstab show it. */
+ * /proc/mounts and fstab show it.  default_permissions is always on: the
+ * kernel enforces the mode, owner and group the pool stores, and nothing
+ * else checks them, so without it any user who can reach an allow_other
+ * mount could open or chmod any disk. */
 static int add_default_opts(struct fuse_args *args, const struct cmdline *cl)
 {
+	if (fuse_opt_add_arg(args, "-odefault_permissions") < 0)
+		return -1;
 	if (!cl->fsname && add_opt(args, "fsname", cl->pool) < 0)
 		return -1;
 	if (!cl->subtype && add_opt(args, "subtype", "vdpoolfs") < 0)

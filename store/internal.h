@@ -105,7 +105,7 @@ struct vdp_pool {
 	struct vnode **dirty;
 	size_t ndirty, dirty_cap;
 	bool dirty_lost; /* a vnode could not be listed: rescan all */
-	bool changed;			   /* something for the next commit */
+	bool changed;	 /* something for the next commit */
 	struct u64vec pend_ext, pend_meta; /* freed in the open transaction */
 	struct qbuf *q; /* blocks of the commit being built */
 	size_t nq, qcap;
