@@ -1,8 +1,9 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # fio.sh - fio writes and verifies disks in the mount: libaio with O_DIRECT
-# at queue depth 16, psync from two jobs at once, and writes with an fsync
-# every 16; then the data is verified again after a remount.
+# at queue depth 16, psync from two jobs at once, writes with an fsync
+# every 16, and four jobs allocating in one disk at once; then the data is
+# verified again after a remount.
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 need fio
@@ -43,6 +44,13 @@ runfio psync --ioengine=psync --numjobs=2 --rw=randwrite --bs=64k \
 step "psync writes with fsync every 16, unaligned block sizes"
 runfio fsync --ioengine=psync --rw=write --bsrange=1k-96k --blockalign=512 \
 	--size=64M --fsync=16 --verify=crc32c --do_verify=1
+
+step "4 jobs on one fresh thin disk at once (concurrent allocation), QD 8"
+# Each job owns a 24 MiB region of one file; their 4k-64k random writes
+# race for the same disk's extent map while allocating.
+runfio shared --filename=shared.img --ioengine=libaio --direct=1 \
+	--iodepth=8 --numjobs=4 --offset_increment=24M --size=24M \
+	--rw=randwrite --bsrange=4k-64k --verify=crc32c --do_verify=1
 
 step "the data verifies again after a remount"
 vdp_umount "$MNT"
