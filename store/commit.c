@@ -25,6 +25,8 @@
 
 #include "internal.h"
 
+static uint64_t now_ms(void);
+
 int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk)
 {
 	if (p->nq == p->qcap) {
@@ -87,7 +89,9 @@ static void discard_extents(struct vdp_pool *p, const struct u64vec *ext)
 	}
 }
 
-static int do_commit(struct vdp_pool *p)
+/* Commits (FULL: timestamps too) or, when nothing else changed, only
+ * flushes the members written since their last flush. */
+static int do_commit(struct vdp_pool *p, bool full)
 {
 	struct u64vec ext, meta;
 	struct qbuf *q;
@@ -102,7 +106,8 @@ static int do_commit(struct vdp_pool *p)
 			      p->name);
 		return -EIO;
 	}
-	if (!p->changed && p->pend_ext.n == 0 && p->pend_meta.n == 0) {
+	if (!p->changed && !(full && p->times_changed) && p->pend_ext.n == 0 &&
+	    p->pend_meta.n == 0) {
 		pthread_mutex_unlock(&p->meta_lock);
 		return flush_members(p);
 	}
@@ -122,7 +127,7 @@ static int do_commit(struct vdp_pool *p)
 	meta = p->pend_meta;
 	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
 	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
-	p->changed = false;
+	p->changed = p->times_changed = false;
 	if (r < 0)
 		p->failed = true;
 	pthread_mutex_unlock(&p->meta_lock);
@@ -154,15 +159,25 @@ static int do_commit(struct vdp_pool *p)
 	return r;
 }
 
-int vdp_pool_commit(struct vdp_pool *p)
+/*
+ * Group commit: callers that arrive while a commit runs wait and share the
+ * next one, which covers everything done before any of them asked.  TIMES:
+ * the caller needs timestamps durable too (fsync); fdatasync does not, and
+ * after overwrites of mapped extents, the only change, it costs one flush
+ * per written member and no metadata write at all.
+ */
+int pool_sync(struct vdp_pool *p, bool times)
 {
 	uint64_t mine, covers;
+	bool full;
 	int r;
 
 	if (p->rdonly)
 		return 0;
 	vdp_clear_error();
 	pthread_mutex_lock(&p->commit_lock);
+	if (times)
+		p->want_times = true;
 	mine = ++p->tickets;
 	while (p->committing)
 		pthread_cond_wait(&p->commit_cv, &p->commit_lock);
@@ -174,11 +189,15 @@ int vdp_pool_commit(struct vdp_pool *p)
 	}
 	p->committing = true;
 	covers = p->tickets;
+	full = p->want_times;
+	p->want_times = false;
 	pthread_mutex_unlock(&p->commit_lock);
 
-	r = do_commit(p);
+	r = do_commit(p, full);
 
 	pthread_mutex_lock(&p->commit_lock);
+	if (full)
+		p->last_commit_ms = now_ms();
 	p->committing = false;
 	p->done_ticket = covers;
 	p->done_result = r;
@@ -187,32 +206,58 @@ int vdp_pool_commit(struct vdp_pool *p)
 	return r;
 }
 
+int vdp_pool_commit(struct vdp_pool *p)
+{
+	return pool_sync(p, true);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * The commit timer: a full commit at most INTERVAL after the last one while
+ * anything is pending.  It sleeps on its own condition variable, so the
+ * end of every fsync's commit does not wake it.
+ */
 static void *timer_main(void *arg)
 {
 	struct vdp_pool *p = arg;
 
 	pthread_mutex_lock(&p->commit_lock);
 	while (!p->stopping) {
-		struct timespec ts;
 		unsigned ms = p->interval_ms ? p->interval_ms : 3600000;
+		uint64_t due_at = p->last_commit_ms + ms, now = now_ms();
+		struct timespec ts;
 
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += ms / 1000;
-		ts.tv_nsec += (long)(ms % 1000) * 1000000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&p->commit_cv, &p->commit_lock, &ts);
-		if (p->stopping || !p->interval_ms)
+		if (now < due_at || !p->interval_ms) {
+			uint64_t wait = p->interval_ms ? due_at - now : ms;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			ts.tv_sec += (time_t)(wait / 1000);
+			ts.tv_nsec += (long)(wait % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&p->timer_cv, &p->commit_lock,
+					       &ts);
 			continue;
+		}
 		pthread_mutex_unlock(&p->commit_lock);
 		pthread_mutex_lock(&p->meta_lock);
-		bool due = p->changed || p->pend_ext.n || p->pend_meta.n;
+		bool due = p->changed || p->times_changed || p->pend_ext.n ||
+			   p->pend_meta.n;
 		pthread_mutex_unlock(&p->meta_lock);
 		if (due)
 			(void)vdp_pool_commit(p);
 		pthread_mutex_lock(&p->commit_lock);
+		if (!due)
+			p->last_commit_ms = now_ms(); /* nothing to do: rest */
 	}
 	pthread_mutex_unlock(&p->commit_lock);
 	return NULL;
@@ -220,7 +265,17 @@ static void *timer_main(void *arg)
 
 int commit_start_timer(struct vdp_pool *p)
 {
-	int r = pthread_create(&p->timer, NULL, timer_main, p);
+	pthread_condattr_t ca;
+	int r;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	r = pthread_cond_init(&p->timer_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (r != 0)
+		return -r;
+	p->last_commit_ms = now_ms();
+	r = pthread_create(&p->timer, NULL, timer_main, p);
 
 	if (r != 0)
 		return -r;
@@ -234,8 +289,9 @@ void commit_stop_timer(struct vdp_pool *p)
 		return;
 	pthread_mutex_lock(&p->commit_lock);
 	p->stopping = true;
-	pthread_cond_broadcast(&p->commit_cv);
+	pthread_cond_broadcast(&p->timer_cv);
 	pthread_mutex_unlock(&p->commit_lock);
 	pthread_join(p->timer, NULL);
+	pthread_cond_destroy(&p->timer_cv);
 	p->timer_started = false;
 }

@@ -104,8 +104,9 @@ struct vdp_pool {
 	size_t dtab_size, ndentries;
 	struct vnode **dirty;
 	size_t ndirty, dirty_cap;
-	bool dirty_lost; /* a vnode could not be listed: rescan all */
-	bool changed;	 /* something for the next commit */
+	bool dirty_lost;    /* a vnode could not be listed: rescan all */
+	bool changed;	    /* something for the next commit */
+	bool times_changed; /* only timestamps (fdatasync may skip them) */
 	struct u64vec pend_ext, pend_meta; /* freed in the open transaction */
 	struct qbuf *q; /* blocks of the commit being built */
 	size_t nq, qcap;
@@ -116,12 +117,14 @@ struct vdp_pool {
 
 	pthread_mutex_t commit_lock;
 	pthread_cond_t commit_cv;
-	bool committing, stopping;
+	bool committing, stopping, want_times;
 	uint64_t tickets, done_ticket;
 	int done_result;
 	unsigned interval_ms;
 	bool timer_started;
 	pthread_t timer;
+	pthread_cond_t timer_cv; /* wakes the timer: stop, new interval */
+	uint64_t last_commit_ms; /* CLOCK_MONOTONIC of the last full commit */
 
 	atomic_uint_fast64_t n_reads, n_writes, b_read, b_written, n_commits,
 		n_errors;
@@ -160,6 +163,7 @@ void release_pending(struct vdp_pool *p, struct u64vec *ext,
 bool pid_valid(const struct vdp_pool *p, uint64_t pid);
 
 /* commit.c */
+int pool_sync(struct vdp_pool *p, bool times);
 int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk);
 int commit_start_timer(struct vdp_pool *p);
 void commit_stop_timer(struct vdp_pool *p);
@@ -171,6 +175,8 @@ void ns_free(struct vdp_pool *p);
 int ns_commit(struct vdp_pool *p);
 struct vnode *vnode_get(struct vdp_pool *p, uint64_t ino);
 void vnode_dirty(struct vdp_pool *p, struct vnode *v);
+/* Like vnode_dirty for a change of timestamps only. */
+void vnode_dirty_times(struct vdp_pool *p, struct vnode *v);
 void vnode_touch(struct vnode *v, bool mtime, bool ctime);
 /* Calls FN for every regular file reachable from the root, with its path
  * ("/dir/x.img"), in directory order; stops at FN's non-zero.  Under

@@ -114,9 +114,22 @@ static struct dentry *dentry_find(struct vdp_pool *p, uint64_t parent,
 	return NULL;
 }
 
+static void list_dirty(struct vdp_pool *p, struct vnode *v);
+
 void vnode_dirty(struct vdp_pool *p, struct vnode *v)
 {
 	p->changed = true;
+	list_dirty(p, v);
+}
+
+void vnode_dirty_times(struct vdp_pool *p, struct vnode *v)
+{
+	p->times_changed = true;
+	list_dirty(p, v);
+}
+
+static void list_dirty(struct vdp_pool *p, struct vnode *v)
+{
 	v->dirty = true;
 	if (v->listed)
 		return;

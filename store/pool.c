@@ -992,7 +992,8 @@ void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms)
 {
 	pthread_mutex_lock(&p->commit_lock);
 	p->interval_ms = ms;
-	pthread_cond_broadcast(&p->commit_cv);
+	if (p->timer_started)
+		pthread_cond_broadcast(&p->timer_cv);
 	pthread_mutex_unlock(&p->commit_lock);
 }
 

@@ -334,11 +334,14 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 			done += n;
 	}
 	pthread_mutex_lock(&p->meta_lock);
-	if (off + done > v->d.size)
-		v->d.size = off + done;
 	if (done) {
 		vnode_touch(v, true, true);
-		vnode_dirty(p, v);
+		if (off + done > v->d.size) {
+			v->d.size = off + done;
+			vnode_dirty(p, v);
+		} else {
+			vnode_dirty_times(p, v); /* allocation dirtied it */
+		}
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	pthread_rwlock_unlock(&v->io);
@@ -504,6 +507,5 @@ int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence)
 int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync)
 {
 	(void)ino;
-	(void)datasync;
-	return vdp_pool_commit(p);
+	return pool_sync(p, !datasync);
 }

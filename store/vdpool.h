@@ -207,7 +207,9 @@ int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
 		  uint64_t len);
 /* SEEK_DATA / SEEK_HOLE per lseek(2); -ENXIO past the end. */
 int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence);
-/* fsync: durable on every member on return (a pool commit). */
+/* fsync: every acknowledged write and every change is durable on every
+ * member on return (a pool commit).  DATASYNC: timestamps may stay behind
+ * (fdatasync(2) semantics); size and allocation never do. */
 int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync);
 
 #endif
