@@ -111,7 +111,8 @@ struct vdp_pool {
 	struct qbuf *q; /* blocks of the commit being built */
 	size_t nq, qcap;
 	uint64_t build_txid;
-	struct vdp_droot sb_inodes, sb_refc; /* roots of the commit built */
+	/* Roots of the last commit: loaded at open, set by each commit. */
+	struct vdp_droot sb_inodes, sb_refc;
 	uint64_t sb_next_ino;
 	bool failed; /* a commit failed: refuse changes */
 

@@ -530,7 +530,7 @@ int vdp_pool_create(const char *const *paths, size_t n,
 	struct vdp_pool *p;
 	int r;
 
-	vdp_set_error("%s", "");
+	vdp_clear_error();
 	if (!o->name || !name_ok(o->name)) {
 		vdp_set_error("pool name '%s' is invalid: use 1-63 of "
 			      "A-Z a-z 0-9 . _ - (not starting with '.')",
@@ -784,6 +784,10 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 	p->extent_size = 1ull << p->extent_shift;
 	p->create_time = le64toh(s->create_time);
 	p->next_ino = le64toh(s->next_ino);
+	p->sb_inodes.addr = le64toh(s->inodes.addr);
+	p->sb_inodes.height = s->inodes.height;
+	p->sb_refc.addr = le64toh(s->refc.addr);
+	p->sb_refc.height = s->refc.height;
 	p->meta_blocks = 0;
 	for (unsigned c = 0; c < p->nchunks; c++) {
 		const struct vdp_dchunk *d = &s->chunks[c];
@@ -858,9 +862,7 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 	char u[37], why[200];
 	int r = 0;
 
-	if (fi >= p->nmembers)
-		return -EUCLEAN;
-	p->members[fi].m = first;
+	p->members[fi].m = first; /* fi checked by the caller */
 	if (posix_memalign((void **)&t, 4096, sizeof(*t)) != 0)
 		return -ENOMEM;
 	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
@@ -906,7 +908,7 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 	struct vdp_pool *p;
 	int r;
 
-	vdp_set_error("%s", "");
+	vdp_clear_error();
 	r = resolve_spec(spec, path, sizeof(path), want_uuid);
 	if (r < 0)
 		return r;
@@ -937,6 +939,12 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 		r = -ESTALE;
 		goto err_close_first;
 	}
+	if (le32toh(s->member_index) >= p->nmembers) {
+		vdp_set_error("%s: superblock names itself member %u of %u",
+			      path, le32toh(s->member_index), p->nmembers);
+		r = -EUCLEAN;
+		goto err_close_first;
+	}
 	r = open_members(p, first, s, flags);
 	first = NULL; /* owned by p now */
 	if (r < 0)
@@ -949,20 +957,13 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 	r = alloc_init(p);
 	if (r < 0)
 		goto err_free;
-	{
-		struct vdp_droot ir = {.addr = le64toh(s->inodes.addr),
-				       .height = s->inodes.height};
-		struct vdp_droot rr = {.addr = le64toh(s->refc.addr),
-				       .height = s->refc.height};
-
-		r = rtree_load(p, &p->inodes, &ir);
-		if (r == 0)
-			r = rtree_visit(&p->inodes, tree_mark, p);
-		if (r == 0)
-			r = rtree_load(p, &p->refc, &rr);
-		if (r == 0)
-			r = rtree_visit(&p->refc, refc_mark, p);
-	}
+	r = rtree_load(p, &p->inodes, &p->sb_inodes);
+	if (r == 0)
+		r = rtree_visit(&p->inodes, tree_mark, p);
+	if (r == 0)
+		r = rtree_load(p, &p->refc, &p->sb_refc);
+	if (r == 0)
+		r = rtree_visit(&p->refc, refc_mark, p);
 	if (r == 0)
 		r = ns_load(p);
 	if (r < 0) {

@@ -27,11 +27,22 @@ static struct vdp_pool *fake_pool(uint64_t e0, uint64_t e1, uint64_t meta)
 	return p;
 }
 
+/* What a commit does once durable: release what it freed. */
+static void commit_done(struct vdp_pool *p)
+{
+	struct u64vec ext = p->pend_ext, meta = p->pend_meta;
+
+	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
+	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
+	release_pending(p, &ext, &meta);
+	free(ext.v);
+	free(meta.v);
+}
+
 int main(void)
 {
 	struct vdp_pool *p = fake_pool(10, 6, 8);
 	uint64_t pid, got[16], addr;
-	struct u64vec ext, meta;
 	int n0 = 0, n1 = 0;
 
 	/* Most free space first: member 0 until it has as little free as
@@ -73,15 +84,9 @@ int main(void)
 	CHECK_EQ(alloc_extent(p, &pid), -ENOSPC);
 	CHECK_EQ(extent_unref(p, got[5]), -EUCLEAN); /* no underflow */
 
-	ext = p->pend_ext;
-	meta = p->pend_meta;
-	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
-	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
-	release_pending(p, &ext, &meta);
+	commit_done(p);
 	CHECK_EQ(alloc_extent(p, &pid), 0);
 	CHECK_EQ(pid, got[5]);
-	free(ext.v);
-	free(meta.v);
 
 	/* Metadata blocks: block 0 is never handed out; 7 usable. */
 	for (int i = 0; i < 7; i++) {
@@ -91,15 +96,9 @@ int main(void)
 	CHECK_EQ(alloc_meta(p, &addr), -ENOSPC);
 	free_meta(p, 3);
 	CHECK_EQ(alloc_meta(p, &addr), -ENOSPC); /* still pending */
-	ext = p->pend_ext;
-	meta = p->pend_meta;
-	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
-	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
-	release_pending(p, &ext, &meta);
+	commit_done(p);
 	CHECK_EQ(alloc_meta(p, &addr), 0);
 	CHECK_EQ(addr, 3);
-	free(ext.v);
-	free(meta.v);
 
 	/* Marking at open: twice is corruption, outside is corruption. */
 	CHECK_EQ(mark_meta_used(p, 3), -EUCLEAN);
