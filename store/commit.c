@@ -14,11 +14,12 @@
  * A crash before 4 completes on some member leaves the previous commit
  * (whose blocks nothing overwrote) or this one; both are whole.
  *
- * Must never: write a superblock after a failed write or flush (the pool
- * then refuses changes until reopened), or reuse a freed block or extent
- * before the transaction that freed it is durable.
+ * Must never: write a superblock after a failed write or flush (the
+ * commit fails; the next one retries it, see requeue()), or reuse a freed
+ * block or extent before the transaction that freed it is durable.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,9 +59,7 @@ static int flush_members(struct vdp_pool *p)
 		r = pm->m->ops->flush(pm->m);
 		if (r < 0) {
 			atomic_store(&pm->written, true);
-			vdp_set_error("member %s: flush failed: %s",
-				      pm->m->path, strerror(-r));
-			return r;
+			return member_error(p, pm, IO_FLUSH, "flush", r);
 		}
 	}
 	return 0;
@@ -87,6 +86,33 @@ static void discard_extents(struct vdp_pool *p, const struct u64vec *ext)
 		if (pm->m->ops->discard)
 			(void)pm->m->ops->discard(pm->m, off, p->extent_size);
 	}
+}
+
+/*
+ * Hands the blocks and frees of a commit that failed on I/O back to the
+ * open transaction.  The next commit has the same txid and writes these
+ * blocks again before its own (its nodes that changed since go to new
+ * blocks, and these become its frees).  So a failed write or flush fails
+ * the fsync that needed it, and a later commit that gets through makes
+ * everything durable.  Under meta_lock; the pool's queue is empty here.
+ * Returns 0, or -ENOMEM after which the pool refuses changes.
+ */
+static int requeue(struct vdp_pool *p, struct qbuf *q, size_t nq,
+		   const struct u64vec *ext, const struct u64vec *meta)
+{
+	p->q = q;
+	p->nq = p->qcap = nq;
+	p->changed = true;
+	for (size_t i = 0; i < ext->n; i++)
+		if (u64vec_push(&p->pend_ext, ext->v[i]) < 0)
+			goto nomem;
+	for (size_t i = 0; i < meta->n; i++)
+		if (u64vec_push(&p->pend_meta, meta->v[i]) < 0)
+			goto nomem;
+	return 0;
+nomem:
+	p->failed = true;
+	return -ENOMEM;
 }
 
 /* Commits (FULL: timestamps too) or, when nothing else changed, only
@@ -142,12 +168,20 @@ static int do_commit(struct vdp_pool *p, bool full)
 		discard_extents(p, &ext);
 
 	pthread_mutex_lock(&p->meta_lock);
+	pthread_mutex_lock(&p->err_lock);
+	snprintf(p->commit_error, sizeof(p->commit_error), "%s",
+		 r ? vdp_last_error() : "");
+	pthread_mutex_unlock(&p->err_lock);
 	if (r == 0) {
 		p->txid = txid;
 		release_pending(p, &ext, &meta);
-	} else {
-		p->failed = true;
-		p->n_errors++;
+	} else if (!p->failed) {
+		/* An I/O error: no superblock names this transaction's blocks
+		 * on every member yet.  The next commit takes them over. */
+		if (requeue(p, q, nq, &ext, &meta) < 0)
+			r = -ENOMEM;
+		q = NULL;
+		nq = 0;
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	p->n_commits++;

@@ -47,7 +47,14 @@ struct pmember {
 	uint64_t nfree;	      /* clear bits */
 	uint64_t cursor;      /* next-fit search start */
 	atomic_bool written;  /* written since its last flush */
+	/* Health, shown by status: failed I/O by kind, metadata copies
+	 * found bad, and the last error (under p->err_lock). */
+	atomic_uint_fast64_t err_read, err_write, err_flush, bad_copies;
+	char last_error[200];
 };
+
+/* What member_error counts. */
+enum io_kind { IO_READ, IO_WRITE, IO_FLUSH };
 
 struct dentry {
 	struct dentry *hnext;	    /* p->dtab chain, keyed (parent, name) */
@@ -114,7 +121,9 @@ struct vdp_pool {
 	/* Roots of the last commit: loaded at open, set by each commit. */
 	struct vdp_droot sb_inodes, sb_refc;
 	uint64_t sb_next_ino;
-	bool failed; /* a commit failed: refuse changes */
+	bool failed; /* a commit could not be built: refuse changes */
+	pthread_mutex_t err_lock; /* innermost: the members' last_error */
+	char commit_error[200];	  /* why the last commit failed, "" if ok */
 
 	pthread_mutex_t commit_lock;
 	pthread_cond_t commit_cv;
@@ -142,6 +151,11 @@ int pool_meta_check_copies(struct vdp_pool *p, uint64_t addr,
 			   void (*fn)(void *ctx, const char *line), void *ctx);
 void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
 			struct pmember **pm, uint64_t *off);
+/* Counts a failed I/O of KIND on PM (R = -errno), remembers it for status
+ * and sets vdp_last_error() to "member PATH: WHAT failed: reason".  Any
+ * lock may be held.  Returns R. */
+int member_error(struct vdp_pool *p, struct pmember *pm, enum io_kind kind,
+		 const char *what, int r);
 
 /* alloc.c */
 int alloc_init(struct vdp_pool *p);

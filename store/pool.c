@@ -72,6 +72,23 @@ void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
 	*off = m->d.data_off + (VDP_PID_INDEX(pid) << p->extent_shift);
 }
 
+int member_error(struct vdp_pool *p, struct pmember *pm, enum io_kind kind,
+		 const char *what, int r)
+{
+	atomic_uint_fast64_t *n[] = {&pm->err_read, &pm->err_write,
+				     &pm->err_flush};
+
+	(*n[kind])++;
+	p->n_errors++;
+	pthread_mutex_lock(&p->err_lock);
+	snprintf(pm->last_error, sizeof(pm->last_error), "%s failed: %s", what,
+		 strerror(-r));
+	pthread_mutex_unlock(&p->err_lock);
+	vdp_set_error("member %s: %s failed: %s", pm->m->path, what,
+		      strerror(-r));
+	return r;
+}
+
 /* ---- metadata blocks ---------------------------------------------------- */
 
 static const struct vdp_dchunk *chunk_of(const struct vdp_pool *p,
@@ -130,31 +147,43 @@ int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE;
 
 		r = pm->m->ops->pread(pm->m, blk, VDP_BLOCK_SIZE, off);
-		if (r < 0)
+		if (r < 0) {
+			pm->err_read++;
 			snprintf(why[k], sizeof(why[k]), "%s", strerror(-r));
-		else
+		} else {
 			r = vdp_block_verify(blk, VDP_BLOCK_SIZE,
 					     VDP_MAGIC_META, addr, p->uuid,
 					     why[k], sizeof(why[k]));
+		}
 		if (r == 0)
 			r = check_header(p, blk, tree, owner, level, why[k],
 					 sizeof(why[k]));
 		if (r == 0) {
 			if (bad >= 0 && !p->rdonly) {
-				/* Heal the bad copy from the good one. */
+				/* Heal the bad copy from the good one; the
+				 * next commit flushes it. */
 				struct pmember *bm =
 					&p->members[c->member[bad]];
 
-				(void)bm->m->ops->pwrite(
-					bm->m, blk, VDP_BLOCK_SIZE,
-					c->offset[bad] +
-						(addr - c->lstart) *
-							VDP_BLOCK_SIZE);
+				if (bm->m->ops->pwrite(
+					    bm->m, blk, VDP_BLOCK_SIZE,
+					    c->offset[bad] +
+						    (addr - c->lstart) *
+							    VDP_BLOCK_SIZE) ==
+				    0)
+					atomic_store(&bm->written, true);
 			}
 			return 0;
 		}
 		bad = (int)k;
+		pm->bad_copies++;
 		p->n_errors++;
+		pthread_mutex_lock(&p->err_lock);
+		snprintf(pm->last_error, sizeof(pm->last_error),
+			 "metadata block %llu at offset %llu is bad: %s",
+			 (unsigned long long)addr, (unsigned long long)off,
+			 why[k]);
+		pthread_mutex_unlock(&p->err_lock);
 	}
 	if (c->ncopies == 2)
 		vdp_set_error("metadata block %llu is corrupt: on %s at "
@@ -226,11 +255,9 @@ int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk)
 			pm->m, blk, VDP_BLOCK_SIZE,
 			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE);
 
-		if (r < 0) {
-			vdp_set_error("member %s: metadata write failed: %s",
-				      pm->m->path, strerror(-r));
-			return r;
-		}
+		if (r < 0)
+			return member_error(p, pm, IO_WRITE, "metadata write",
+					    r);
 		atomic_store(&pm->written, true);
 	}
 	return 0;
@@ -301,13 +328,31 @@ int pool_write_super(struct vdp_pool *p, uint64_t txid)
 		super_build(p, i, txid, s);
 		r = m->ops->pwrite(m, s, VDP_SB_SIZE,
 				   (txid % VDP_SB_SLOTS) * VDP_SB_SIZE);
-		if (r == 0)
-			r = m->ops->flush(m);
+		if (r < 0) {
+			member_error(p, &p->members[i], IO_WRITE,
+				     "superblock write", r);
+			break;
+		}
+		r = m->ops->flush(m);
 		if (r < 0)
-			vdp_set_error("member %s: superblock write failed: %s",
-				      m->path, strerror(-r));
+			member_error(p, &p->members[i], IO_FLUSH,
+				     "superblock flush", r);
 	}
 	free(s);
+	return r;
+}
+
+/* 0 if T is a valid superblock for slot K; else -EBADMSG/-ESTALE and why. */
+static int super_slot_check(const struct vdp_dsuper *t, unsigned k, char *why,
+			    size_t wl)
+{
+	int r = vdp_block_verify(t, VDP_SB_SIZE, VDP_MAGIC_SUPER, k,
+				 t->h.pool_uuid, why, wl);
+
+	if (r == 0 && le64toh(t->h.txid) % VDP_SB_SLOTS != k) {
+		snprintf(why, wl, "txid in wrong slot");
+		r = -EBADMSG;
+	}
 	return r;
 }
 
@@ -334,12 +379,7 @@ static int super_read(struct vdp_member *m, struct vdp_dsuper *s, char *why,
 			snprintf(w[k], sizeof(w[k]), "%s", strerror(-r));
 			continue;
 		}
-		r = vdp_block_verify(t, VDP_SB_SIZE, VDP_MAGIC_SUPER, k,
-				     t->h.pool_uuid, w[k], sizeof(w[k]));
-		if (r == 0 && le64toh(t->h.txid) % VDP_SB_SLOTS != k) {
-			snprintf(w[k], sizeof(w[k]), "txid in wrong slot");
-			r = -EBADMSG;
-		}
+		r = super_slot_check(t, k, w[k], sizeof(w[k]));
 		if (r == 0 && (!found || le64toh(t->h.txid) > best)) {
 			best = le64toh(t->h.txid);
 			memcpy(s, t, sizeof(*s));
@@ -356,7 +396,7 @@ static int super_read(struct vdp_member *m, struct vdp_dsuper *s, char *why,
 
 /* ---- pool object -------------------------------------------------------- */
 
-static struct vdp_pool *pool_alloc(void)
+struct vdp_pool *pool_alloc(void)
 {
 	struct vdp_pool *p = calloc(1, sizeof(*p));
 
@@ -364,6 +404,7 @@ static struct vdp_pool *pool_alloc(void)
 		return NULL;
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_mutex_init(&p->commit_lock, NULL);
+	pthread_mutex_init(&p->err_lock, NULL);
 	pthread_cond_init(&p->commit_cv, NULL);
 	p->interval_ms = 2000;
 	rtree_init(&p->inodes, VDP_TREE_INODES, sizeof(struct vdp_dinode), 0);
@@ -371,7 +412,7 @@ static struct vdp_pool *pool_alloc(void)
 	return p;
 }
 
-static void pool_free(struct vdp_pool *p)
+void pool_free(struct vdp_pool *p)
 {
 	ns_free(p);
 	rtree_destroy(&p->inodes);
@@ -384,6 +425,7 @@ static void pool_free(struct vdp_pool *p)
 	free(p->q);
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_mutex_destroy(&p->commit_lock);
+	pthread_mutex_destroy(&p->err_lock);
 	pthread_cond_destroy(&p->commit_cv);
 	free(p);
 }

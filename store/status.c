@@ -109,6 +109,64 @@ static bool holds_meta(const struct vdp_pool *p, unsigned m)
 	return false;
 }
 
+/* Pool state for status: "failed" (refuses changes until reopened),
+ * "degraded" (I/O errors or bad metadata copies seen since open, or the
+ * last commit failed), or "ok". */
+static const char *pool_state(struct vdp_pool *p)
+{
+	if (p->failed)
+		return "failed";
+	if (p->commit_error[0])
+		return "degraded";
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		const struct pmember *pm = &p->members[i];
+
+		if (pm->err_read || pm->err_write || pm->err_flush ||
+		    pm->bad_copies)
+			return "degraded";
+	}
+	return "ok";
+}
+
+void vdp_pool_problems(struct vdp_pool *p,
+		       void (*fn)(void *ctx, const char *line), void *ctx)
+{
+	char line[512];
+
+	pthread_mutex_lock(&p->err_lock);
+	if (p->failed)
+		fn(ctx, "pool refuses changes until it is mounted again");
+	if (p->commit_error[0]) {
+		snprintf(line, sizeof(line), "last commit failed: %s",
+			 p->commit_error);
+		fn(ctx, line);
+	}
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		const struct pmember *pm = &p->members[i];
+
+		if (!pm->err_read && !pm->err_write && !pm->err_flush &&
+		    !pm->bad_copies)
+			continue;
+		snprintf(line, sizeof(line),
+			 "member %u (%s): %llu read, %llu write, %llu flush "
+			 "errors, %llu bad metadata copies (read from the "
+			 "other copy%s); last: %s",
+			 i, pm->m ? pm->m->path : pm->d.path,
+			 (unsigned long long)pm->err_read,
+			 (unsigned long long)pm->err_write,
+			 (unsigned long long)pm->err_flush,
+			 (unsigned long long)pm->bad_copies,
+			 p->rdonly ? "" : ", rewritten", pm->last_error);
+		fn(ctx, line);
+	}
+	pthread_mutex_unlock(&p->err_lock);
+}
+
+static void put_problem(void *ctx, const char *line)
+{
+	put(ctx, "  ! %s\n", line);
+}
+
 struct disk_ctx {
 	struct vdp_pool *p;
 	struct sbuf *b;
@@ -156,6 +214,10 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	if (json) {
 		put(&b, "{\"name\":");
 		put_json_str(&b, p->name);
+		put(&b, ",\"state\":\"%s\",\"commit_error\":", pool_state(p));
+		pthread_mutex_lock(&p->err_lock);
+		put_json_str(&b, p->commit_error);
+		pthread_mutex_unlock(&p->err_lock);
 		put(&b,
 		    ",\"uuid\":\"%s\",\"txid\":%llu,\"extent_size\":%llu,"
 		    "\"capacity\":%llu,\"used\":%llu,\"free\":%llu,"
@@ -171,11 +233,12 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		human(used, h2, sizeof(h2));
 		human(cap - used, h3, sizeof(h3));
 		put(&b,
-		    "pool %s (%s)\n  transaction %llu, extent size %s\n"
+		    "pool %s (%s): %s\n  transaction %llu, extent size %s\n"
 		    "  capacity %s, used %s, free %s\n\n"
 		    "  %-3s %-6s %-40s %12s %12s %s\n",
-		    p->name, u, (unsigned long long)p->txid, es, h1, h2, h3,
-		    "#", "kind", "member", "size", "used", "metadata");
+		    p->name, u, pool_state(p), (unsigned long long)p->txid, es,
+		    h1, h2, h3, "#", "kind", "member", "size", "used",
+		    "metadata");
 	}
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		const struct pmember *pm = &p->members[i];
@@ -189,11 +252,21 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 			put_json_str(&b, pm->m ? pm->m->path : pm->d.path);
 			put(&b,
 			    ",\"size\":%llu,\"used\":%llu,\"metadata\":%s,"
-			    "\"state\":\"%s\"}",
+			    "\"state\":\"%s\",\"errors\":{\"read\":%llu,"
+			    "\"write\":%llu,\"flush\":%llu},"
+			    "\"bad_metadata_copies\":%llu,\"last_error\":",
 			    (unsigned long long)msize,
 			    (unsigned long long)mused,
 			    holds_meta(p, i) ? "true" : "false",
-			    pm->d.state ? "leaving" : "active");
+			    pm->d.state ? "leaving" : "active",
+			    (unsigned long long)pm->err_read,
+			    (unsigned long long)pm->err_write,
+			    (unsigned long long)pm->err_flush,
+			    (unsigned long long)pm->bad_copies);
+			pthread_mutex_lock(&p->err_lock);
+			put_json_str(&b, pm->last_error);
+			pthread_mutex_unlock(&p->err_lock);
+			put(&b, "}");
 		} else {
 			human(msize, h1, sizeof(h1));
 			human(mused, h2, sizeof(h2));
@@ -202,6 +275,8 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 			    holds_meta(p, i) ? "yes" : "no");
 		}
 	}
+	if (!json)
+		vdp_pool_problems(p, put_problem, &b);
 	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s\n", "disk",
 	    "size", "allocated");
 	struct disk_ctx dc = {.p = p, .b = &b, .json = json, .first = true};

@@ -64,15 +64,6 @@ static uint64_t file_size(struct vdp_pool *p, struct vnode *v)
 	return s;
 }
 
-static int io_error(struct vdp_pool *p, struct pmember *pm, const char *what,
-		    int r)
-{
-	p->n_errors++;
-	vdp_set_error("member %s: %s failed: %s", pm->m->path, what,
-		      strerror(-r));
-	return r;
-}
-
 /* Zeros bytes [from, to) of extent PID. */
 static int zero_in_extent(struct vdp_pool *p, uint64_t pid, uint64_t from,
 			  uint64_t to)
@@ -98,7 +89,7 @@ static int zero_in_extent(struct vdp_pool *p, uint64_t pid, uint64_t from,
 	if (r == 0 && from < to)
 		r = vdp_member_write(pm->m, zeros, to - from, base + from);
 	atomic_store(&pm->written, true);
-	return r < 0 ? io_error(p, pm, "zeroing", r) : 0;
+	return r < 0 ? member_error(p, pm, IO_WRITE, "zeroing", r) : 0;
 }
 
 /* Zeros the mapped bytes between the old end of file SIZE and UPTO, in
@@ -162,7 +153,7 @@ static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 			vnode_dirty(p, v);
 		}
 	} else {
-		io_error(p, pm, "write", r);
+		member_error(p, pm, IO_WRITE, "write", r);
 	}
 	if (r < 0)
 		unalloc_extent(p, pid);
@@ -257,7 +248,7 @@ ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 			r = vdp_member_read(pm->m, (char *)buf + done, n,
 					    base + s);
 			if (r < 0) {
-				io_error(p, pm, "read", r);
+				member_error(p, pm, IO_READ, "read", r);
 				break;
 			}
 		} else {
@@ -325,7 +316,7 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 					     base + s);
 			atomic_store(&pm->written, true);
 			if (r < 0)
-				io_error(p, pm, "write", r);
+				member_error(p, pm, IO_WRITE, "write", r);
 		} else {
 			r = alloc_piece(p, v, vext, (const char *)buf + done, s,
 					n);

@@ -75,8 +75,11 @@ int vdp_pool_close(struct vdp_pool *p);
 
 /*
  * vdp_pool_commit: make every change and every acknowledged write so far
- * durable on every member.  Concurrent callers share one commit.  After a
- * failed commit the pool refuses further changes (-EIO) until reopened.
+ * durable on every member.  Concurrent callers share one commit.  A commit
+ * that fails on a member's write or flush returns that error and changes
+ * nothing on disk that the last commit needs; the next commit tries again
+ * with everything.  Only when a commit cannot even be built (no memory)
+ * does the pool refuse further changes (-EIO) until reopened.
  */
 int vdp_pool_commit(struct vdp_pool *p);
 
@@ -104,6 +107,16 @@ void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st);
  * and "trusted.vdpool.status.json", so the CLI can show a mounted pool.
  */
 int vdp_pool_status(struct vdp_pool *p, bool json, char **out);
+
+/*
+ * vdp_pool_problems: one line through FN for each thing that went wrong
+ * since the pool was opened: a member's failed reads, writes and flushes
+ * and the metadata copies found bad on it (read from the other copy, and
+ * rewritten unless read-only), the last failed commit, a pool that
+ * refuses changes.  Nothing when all is well.  Status shows the same.
+ */
+void vdp_pool_problems(struct vdp_pool *p,
+		       void (*fn)(void *ctx, const char *line), void *ctx);
 
 /* Commit at least every MS milliseconds while changes are pending
  * (default 2000; 0 disables the timer). */

@@ -366,6 +366,8 @@ static bool empty_dir(const char *path)
 	return empty;
 }
 
+static void warn_problems(const char *mountpoint);
+
 static int cmd_mount(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -452,6 +454,8 @@ static int cmd_mount(int argc, char **argv)
 		       strsignal(WTERMSIG(status)));
 		return 1;
 	}
+	if (WEXITSTATUS(status) == 0)
+		warn_problems(argv[optind + 1]);
 	return WEXITSTATUS(status);
 }
 
@@ -477,6 +481,21 @@ static int read_xattr(const char *path, const char *name, char **out)
 		if (errno != ERANGE) /* ERANGE: it grew in between */
 			return -errno;
 	}
+}
+
+/* After a mount: the problems the daemon met opening the pool (status
+ * lines marked "!"), as warnings on stderr. */
+static void warn_problems(const char *mountpoint)
+{
+	char *text, *line, *save;
+
+	if (read_xattr(mountpoint, "trusted.vdpool.status", &text) < 0)
+		return;
+	for (line = strtok_r(text, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		if (strncmp(line, "  ! ", 4) == 0)
+			fprintf(stderr, "vdpool: warning: %s\n", line + 4);
+	free(text);
 }
 
 /* Runs "fusermount3 -u MP" (for mounts we may not umount2), capturing its
