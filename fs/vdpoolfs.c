@@ -32,6 +32,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "layer.h"
 #include "vdpool.h"
 
 #ifndef VDPOOL_VERSION
@@ -1179,12 +1180,28 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 {
 	struct vdpfs fs = {.rdonly = cl->ro, .page_cache = cl->page_cache};
 	struct fuse_session *se;
+	const char *test_layers;
 	int r, ret = 1;
 
 	/* Before any thread exists, so that all inherit it (needs
 	 * CAP_SYS_RESOURCE; without it we merely risk reclaim deadlocks). */
 	(void)prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
 
+	/* Crash and fault tests (docs/testing/layers.md) wrap the members in
+	 * test layers; the variable never matters in production. */
+	test_layers = getenv("VDPOOL_TEST_LAYERS");
+	if (test_layers && *test_layers) {
+		r = vdp_layers_set(test_layers);
+		if (r < 0) {
+			logmsg(LOG_ERR, "VDPOOL_TEST_LAYERS: %s",
+			       store_error(r));
+			return 1;
+		}
+		logmsg(LOG_WARNING,
+		       "test layers active (VDPOOL_TEST_LAYERS=%s): "
+		       "not for real data",
+		       test_layers);
+	}
 	r = vdp_pool_open(cl->pool, cl->ro ? VDP_OPEN_RDONLY : 0, &fs.pool);
 	if (r < 0) {
 		logmsg(LOG_ERR, "%s", store_error(r));

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "layer_internal.h"
 #include "member.h"
 
 #define BOUNCE_MAX (2u << 20)
@@ -70,7 +71,12 @@ static void *bounce_get(size_t size)
 int vdp_member_open(const char *spec, bool rdonly, struct vdp_member **out)
 {
 	/* Later kinds are told apart by prefix (iscsi://, lvm:). */
-	return vdp_member_file_open(spec, rdonly, out);
+	int r = vdp_member_file_open(spec, rdonly, out);
+
+	/* Test layers (layer.h), if a test set any, wrap the real member. */
+	if (r == 0)
+		r = layers_wrap(out);
+	return r;
 }
 
 void vdp_member_close(struct vdp_member *m)
