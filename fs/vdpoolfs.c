@@ -81,6 +81,14 @@ __attribute__((format(printf, 2, 3))) static void logmsg(int prio,
 	va_end(ap);
 }
 
+/* vdp_pool_problems callback: what went wrong opening the pool (a bad
+ * metadata copy read from the other one, ...). */
+static void log_problem(void *ctx, const char *line)
+{
+	(void)ctx;
+	logmsg(LOG_WARNING, "warning: %s", line);
+}
+
 /* libfuse's own messages end in '\n' and start with "fuse: ". */
 __attribute__((format(printf, 2, 0))) static void
 fuse_log_cb(enum fuse_log_level level, const char *fmt, va_list ap)
@@ -1209,6 +1217,7 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 	}
 	if (cl->commit_set)
 		vdp_pool_set_commit_interval(fs.pool, cl->commit_ms);
+	vdp_pool_problems(fs.pool, log_problem, NULL);
 
 	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)

@@ -17,7 +17,7 @@ PACKAGES=(
 	clang clang-format
 	# end-to-end tests
 	qemu-utils fio e2fsprogs util-linux mount coreutils diffutils xxd
-	attr psmisc procps python3
+	attr psmisc procps python3 jq
 )
 
 missing=()
