@@ -493,21 +493,36 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/*
+ * A write to a handle opened O_DSYNC or O_SYNC (or sent with RWF_DSYNC) is
+ * durable when acknowledged.  With FOPEN_DIRECT_IO the kernel sends no
+ * FUSE_FSYNC after such a write (it does through the page cache), so the
+ * write commits here; fi->flags carries the flags of this write.
+ */
 static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct vdpfs *fs = fs_of(req);
 	ssize_t n;
+	int r;
 
-	(void)fi;
 	if (bad_range(off, size)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	n = vdp_write(fs_of(req)->pool, ino, buf, size, (uint64_t)off);
-	if (n < 0)
+	n = vdp_write(fs->pool, ino, buf, size, (uint64_t)off);
+	if (n < 0) {
 		reply_err(req, "write", ino, (int)n);
-	else
-		fuse_reply_write(req, (size_t)n);
+		return;
+	}
+	if (!fs->page_cache && (fi->flags & O_DSYNC)) {
+		r = vdp_fsync(fs->pool, ino, (fi->flags & O_SYNC) != O_SYNC);
+		if (r < 0) {
+			reply_err(req, "fsync after O_DSYNC write", ino, r);
+			return;
+		}
+	}
+	fuse_reply_write(req, (size_t)n);
 }
 
 /* An acknowledged flush (close of a writable handle) is durable. */
@@ -533,6 +548,15 @@ static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		return;
 	}
 	reply_err(req, "fsync", ino, vdp_fsync(fs->pool, ino, datasync != 0));
+}
+
+/* fsync(2) of a directory commits the whole pool, as a file's does.
+ * Without this op the kernel would answer it itself, committing nothing
+ * (tests/crash found names lost after an acknowledged directory fsync). */
+static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	fs_fsync(req, ino, datasync, fi);
 }
 
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
@@ -870,6 +894,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.write = fs_write,
 	.flush = fs_flush,
 	.fsync = fs_fsync,
+	.fsyncdir = fs_fsyncdir,
 	.readdir = fs_readdir,
 	.readdirplus = fs_readdirplus,
 	.statfs = fs_statfs,

@@ -363,7 +363,10 @@ vdp_check() {
 	[ "$rc" -eq 0 ] || die "vdpool check $1: exit status $rc, expected 0"
 }
 
-# vdp_kill MNT: kill -9 the daemon of MNT and remove the dead mount.
+# vdp_kill MNT [keep]: kill -9 the daemon of MNT and remove the dead mount.
+# With "keep" the dead mount stays, so that every access to MNT fails
+# (ENOTCONN) rather than reaching the directory under it, until
+# vdp_drop_mount MNT.
 vdp_kill() {
 	local mnt=$1 pid i
 	pid=$(daemon_pid "$mnt")
@@ -373,8 +376,13 @@ vdp_kill() {
 		sleep 0.05
 	done
 	! alive "$pid" || die "vdpoolfs $pid survived kill -9"
-	run fusermount3 -u -z "$mnt"
-	! is_mounted "$mnt" || die "$mnt still mounted after fusermount3 -u -z"
+	[ "${2:-}" = keep ] || vdp_drop_mount "$mnt"
+}
+
+# vdp_drop_mount MNT: remove the dead mount at MNT.
+vdp_drop_mount() {
+	run fusermount3 -u -z "$1"
+	! is_mounted "$1" || die "$1 still mounted after fusermount3 -u -z"
 }
 
 # vdp_lodetach DEV: detach and remove DEV.

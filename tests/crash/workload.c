@@ -1,0 +1,734 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * workload.c - the crash test's workload: a seeded, deterministic sequence
+ * of operations on a few disks (writes of random size and alignment, some
+ * extending; fsync, fdatasync and directory fsync; truncate up and down;
+ * punch holes; zero ranges; preallocation; creates, unlinks, renames, also
+ * over an existing disk; closes of unlinked disks), with a pool-full phase
+ * in half the points.  Each operation tells the oracle what it may leave
+ * behind; what the pool answers decides nothing but sizes after ENOSPC.
+ *
+ * Also the verification of a pool against the oracle (verify_pool).
+ *
+ * Must never: let an operation's effect go untold to the oracle when the
+ * power went during it, or tell it something the pool was not asked to do.
+ */
+#include <errno.h>
+#include <linux/falloc.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "workload.h"
+
+#define NNAMES 6		/* vm0.img .. vm5.img */
+#define MAXSIZE (6u << 20)	/* where random operations land */
+#define MAXLEN (512u << 10)	/* one FUSE request at most: no torn sizes */
+#define FULL_CHUNK (512u << 10) /* the pool-full phase's appends */
+#define FULL_MAX 200		/* appends at most (the pool is ~32 MiB) */
+#define READ_CHUNK (1u << 20)
+
+struct wdisk {
+	uint32_t id;
+	int64_t h;
+	bool open;
+	char name[NAME_LEN]; /* "" once unlinked */
+};
+
+struct wl {
+	uint64_t rng;
+	struct backend *b;
+	struct oracle *o;
+	struct wdisk *d;
+	size_t nd, cap;
+	bool live;
+	FILE *trace;
+	struct wl_stats *st;
+	char *fail;
+	size_t fl;
+	uint8_t *buf;
+	bool no_zero_range; /* the kernel refused FALLOC_FL_ZERO_RANGE */
+	const char *op;	    /* the operation running, for messages */
+};
+
+static uint64_t rnd(struct wl *w)
+{
+	uint64_t z = (w->rng += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n), 0 if n is 0. */
+static uint64_t below(struct wl *w, uint64_t n)
+{
+	return n ? rnd(w) % n : 0;
+}
+
+static bool chance(struct wl *w, unsigned percent)
+{
+	return below(w, 100) < percent;
+}
+
+__attribute__((format(printf, 2, 3))) static void trace(struct wl *w,
+							const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!w->trace)
+		return;
+	va_start(ap, fmt);
+	fprintf(w->trace, "  step %u: ", w->st->steps);
+	vfprintf(w->trace, fmt, ap);
+	fputc('\n', w->trace);
+	va_end(ap);
+}
+
+/*
+ * The outcome of an operation that returned R: 0 if it succeeded, 1 if
+ * the power went (the caller tells the oracle what may have happened and
+ * stops), -1 if it failed otherwise (FAIL says so).
+ */
+static int outcome(struct wl *w, long r, const char *what)
+{
+	if (r >= 0)
+		return 0;
+	if (w->b->ops->crashed(w->b, (int)-r)) {
+		w->st->crash_op = w->op;
+		trace(w, "%s: %s: the power went", what, strerror((int)-r));
+		return 1;
+	}
+	snprintf(w->fail, w->fl, "%s failed without a crash: %s", what,
+		 strerror((int)-r));
+	return -1;
+}
+
+/* Compares the pool's size of D with the oracle's. */
+static int check_size(struct wl *w, const struct wdisk *d)
+{
+	uint64_t size;
+	int r;
+
+	if (!w->live)
+		return 0;
+	r = w->b->ops->size(w->b, d->h, &size);
+	if (r < 0)
+		return outcome(w, r, "size");
+	if (size != oracle_size(w->o, d->id)) {
+		snprintf(w->fail, w->fl,
+			 "after %s: disk d%u has size %llu, expected %llu",
+			 w->op, d->id, (unsigned long long)size,
+			 (unsigned long long)oracle_size(w->o, d->id));
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- picking disks and names --------------------------------------------- */
+
+static struct wdisk *add_disk(struct wl *w)
+{
+	if (w->nd == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct wdisk *n = realloc(w->d, cap * sizeof(*n));
+
+		if (!n) {
+			fprintf(stderr, "crashtest: out of memory\n");
+			exit(2);
+		}
+		w->d = n;
+		w->cap = cap;
+	}
+	memset(&w->d[w->nd], 0, sizeof(w->d[0]));
+	return &w->d[w->nd++];
+}
+
+/* A random disk that has a name (NAMED) or is open, NULL if none. */
+static struct wdisk *pick(struct wl *w, bool named)
+{
+	size_t n = 0, k;
+
+	for (size_t i = 0; i < w->nd; i++)
+		n += named ? w->d[i].name[0] != 0 : w->d[i].open;
+	if (!n)
+		return NULL;
+	k = below(w, n);
+	for (size_t i = 0; i < w->nd; i++)
+		if ((named ? w->d[i].name[0] != 0 : w->d[i].open) && !k--)
+			return &w->d[i];
+	return NULL;
+}
+
+/* An open disk that has no name any more, NULL if none. */
+static struct wdisk *pick_unlinked(struct wl *w)
+{
+	for (size_t i = 0; i < w->nd; i++)
+		if (w->d[i].open && !w->d[i].name[0])
+			return &w->d[i];
+	return NULL;
+}
+
+static struct wdisk *by_name(struct wl *w, const char *name)
+{
+	for (size_t i = 0; i < w->nd; i++)
+		if (!strcmp(w->d[i].name, name))
+			return &w->d[i];
+	return NULL;
+}
+
+/* A name no disk has (FREE) or one a disk has; false if none. */
+static bool pick_name(struct wl *w, bool free, char *name)
+{
+	unsigned start = (unsigned)below(w, NNAMES);
+
+	for (unsigned i = 0; i < NNAMES; i++) {
+		snprintf(name, NAME_LEN, "vm%u.img", (start + i) % NNAMES);
+		if ((by_name(w, name) == NULL) == free)
+			return true;
+	}
+	return false;
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+static int op_create(struct wl *w, const char *name)
+{
+	struct wdisk *d;
+	int64_t h = -1;
+	uint64_t ino = 0;
+	int r, k;
+
+	w->op = "create";
+	r = w->b->ops->create(w->b, name, &h, &ino);
+	k = outcome(w, r, "create");
+	if (k < 0)
+		return k;
+	d = add_disk(w);
+	/* Cut by the crash: the name may exist, with an inode unknown. */
+	d->id = oracle_disk_new(w->o, k ? 0 : ino);
+	d->h = h;
+	d->open = k == 0;
+	snprintf(d->name, sizeof(d->name), "%s", name);
+	oracle_link(w->o, name, d->id);
+	trace(w, "create %s -> d%u (inode %llu)", name, d->id,
+	      (unsigned long long)ino);
+	return k;
+}
+
+static int op_unlink(struct wl *w, struct wdisk *d)
+{
+	int r, k;
+
+	w->op = "unlink";
+	trace(w, "unlink %s (d%u)", d->name, d->id);
+	r = w->b->ops->unlink(w->b, d->name);
+	k = outcome(w, r, "unlink");
+	if (k < 0)
+		return k;
+	oracle_link(w->o, d->name, 0);
+	d->name[0] = 0;
+	return k;
+}
+
+static int op_rename(struct wl *w, struct wdisk *d, const char *to)
+{
+	struct wdisk *t = by_name(w, to);
+	int r, k;
+
+	w->op = "rename";
+	trace(w, "rename %s (d%u) -> %s%s", d->name, d->id, to,
+	      t ? " (replacing a disk)" : "");
+	r = w->b->ops->rename(w->b, d->name, to);
+	k = outcome(w, r, "rename");
+	if (k < 0)
+		return k;
+	oracle_rename(w->o, d->name, to);
+	if (t)
+		t->name[0] = 0;
+	snprintf(d->name, sizeof(d->name), "%s", to);
+	return k;
+}
+
+static int op_close(struct wl *w, struct wdisk *d)
+{
+	int r, k;
+
+	w->op = "close";
+	trace(w, "close d%u", d->id);
+	r = w->b->ops->close(w->b, d->h);
+	k = outcome(w, r, "close");
+	d->open = false; /* closed even when it failed */
+	return k;
+}
+
+static int op_sync(struct wl *w, struct wdisk *d, bool datasync)
+{
+	int r, k;
+
+	w->op = d ? (datasync ? "fdatasync" : "fsync") : "fsync(directory)";
+	trace(w, "%s%s%u", w->op, d ? " d" : "", d ? d->id : 0);
+	r = w->b->ops->fsync(w->b, d ? d->h : -1, datasync);
+	k = outcome(w, r, w->op);
+	if (k == 0) {
+		oracle_sync(w->o);
+		w->st->syncs++;
+	}
+	return k;
+}
+
+/*
+ * Writes LEN bytes at OFF of D.  A short write or ENOSPC (the pool is full)
+ * leaves each sector of the rest as old or new data, which the pool is
+ * asked: a sector that is neither fails the point.
+ */
+static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
+{
+	uint64_t old = oracle_size(w->o, d->id), size;
+	uint32_t seq;
+	ssize_t n;
+	int k;
+
+	w->op = "write";
+	seq = oracle_write(w->o, d->id, off, len);
+	if (off + len > old)
+		oracle_set_size(w->o, d->id, off + len);
+	trace(w, "write w%u d%u [%llu, +%zu)%s", seq, d->id,
+	      (unsigned long long)off, len,
+	      off + len > old ? " extending" : "");
+	oracle_fill(w->o, seq, off, len, w->buf);
+	n = w->b->ops->pwrite(w->b, d->h, w->buf, len, off);
+	w->st->writes++;
+	if (n == (ssize_t)len)
+		return check_size(w, d);
+	if (n < 0 && n != -ENOSPC)
+		return outcome(w, n, "write");
+	/* Short or ENOSPC: the pool is full. */
+	w->st->enospc++;
+	if (n < 0)
+		n = 0;
+	k = outcome(w, w->b->ops->size(w->b, d->h, &size), "size");
+	if (k)
+		return k;
+	trace(w, "  w%u wrote %zd of %zu bytes (pool full); size %llu", seq, n,
+	      len, (unsigned long long)size);
+	if (size < old || size > (off + len > old ? off + len : old)) {
+		snprintf(w->fail, w->fl,
+			 "short write w%u [%llu, +%zu) to d%u: size %llu, "
+			 "expected %llu to %llu",
+			 seq, (unsigned long long)off, len, d->id,
+			 (unsigned long long)size, (unsigned long long)old,
+			 (unsigned long long)(off + len));
+		return -1;
+	}
+	for (uint64_t sec = (off + (uint64_t)n) / SECTOR;
+	     sec * SECTOR < off + len; sec++) {
+		uint8_t got[SECTOR];
+		size_t vis = 0;
+		char why[512];
+
+		if (sec * SECTOR < size) {
+			vis = size - sec * SECTOR < SECTOR
+				      ? (size_t)(size - sec * SECTOR)
+				      : SECTOR;
+			n = w->b->ops->pread(w->b, d->h, got, vis,
+					     sec * SECTOR);
+			if (n != (ssize_t)vis) {
+				k = outcome(w, n < 0 ? n : -EIO, "read back");
+				return k ? k : -1;
+			}
+		}
+		if (oracle_settle(w->o, seq, sec, got, vis, why, sizeof(why))) {
+			snprintf(w->fail, w->fl, "disk d%u: %s", d->id, why);
+			return -1;
+		}
+	}
+	oracle_set_size(w->o, d->id, size);
+	return 0;
+}
+
+static int op_truncate(struct wl *w, struct wdisk *d, uint64_t size)
+{
+	int r, k;
+
+	w->op = "truncate";
+	trace(w, "truncate d%u %llu -> %llu", d->id,
+	      (unsigned long long)oracle_size(w->o, d->id),
+	      (unsigned long long)size);
+	r = w->b->ops->truncate(w->b, d->h, size);
+	k = outcome(w, r, "truncate");
+	if (k < 0)
+		return k;
+	oracle_set_size(w->o, d->id, size);
+	return k ? k : check_size(w, d);
+}
+
+/* fallocate MODE: PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE[|KEEP_SIZE] or 0. */
+static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
+			uint64_t len)
+{
+	uint64_t size = oracle_size(w->o, d->id), real;
+	int r, k;
+
+	w->op = mode & FALLOC_FL_PUNCH_HOLE   ? "punch hole"
+		: mode & FALLOC_FL_ZERO_RANGE ? "zero range"
+					      : "fallocate";
+	trace(w, "%s%s d%u [%llu, +%llu)", w->op,
+	      mode & FALLOC_FL_KEEP_SIZE ? " keep-size" : "", d->id,
+	      (unsigned long long)off, (unsigned long long)len);
+	r = w->b->ops->fallocate(w->b, d->h, mode, off, len);
+	if (r == -EOPNOTSUPP && (mode & FALLOC_FL_ZERO_RANGE)) {
+		trace(w, "  zero range not supported here: skipped from now");
+		w->no_zero_range = true;
+		return 0;
+	}
+	if (r == -ENOSPC &&
+	    !(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		/* Preallocation found the pool full: zeros stay zeros; the
+		 * size must not have moved. */
+		w->st->enospc++;
+		k = outcome(w, w->b->ops->size(w->b, d->h, &real), "size");
+		if (k)
+			return k;
+		if (real != size) {
+			snprintf(w->fail, w->fl,
+				 "fallocate d%u failed with ENOSPC but the "
+				 "size moved from %llu to %llu",
+				 d->id, (unsigned long long)size,
+				 (unsigned long long)real);
+			return -1;
+		}
+		return 0;
+	}
+	k = outcome(w, r, w->op);
+	if (k < 0)
+		return k;
+	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		oracle_zero(w->o, d->id, off, len);
+	if (!(mode & FALLOC_FL_KEEP_SIZE) && off + len > size)
+		oracle_set_size(w->o, d->id, off + len);
+	return k ? k : check_size(w, d);
+}
+
+/* ---- the random operation ------------------------------------------------ */
+
+/* A write's offset and length: small, aligned and unaligned; inside,
+ * across and past the end of file. */
+static void write_range(struct wl *w, uint64_t size, uint64_t *off, size_t *len)
+{
+	unsigned kind = (unsigned)below(w, 100);
+
+	if (kind < 30)
+		*len = 1 + below(w, 4096);
+	else if (kind < 60)
+		*len = 4096 * (1 + below(w, 64));
+	else
+		*len = 1 + below(w, MAXLEN);
+	kind = (unsigned)below(w, 100);
+	if (kind < 45)
+		*off = below(w, MAXSIZE);
+	else if (kind < 65)
+		*off = size; /* append */
+	else if (kind < 80)
+		*off = size > *len ? size - *len + below(w, 2 * *len) : 0;
+	else
+		*off = below(w, MAXSIZE / 4096) * 4096;
+	if (*off > MAXSIZE)
+		*off = MAXSIZE;
+}
+
+static uint64_t range_len(struct wl *w)
+{
+	if (chance(w, 40))
+		return 65536 * (1 + below(w, 32)); /* whole extents */
+	return 1 + below(w, 2u << 20);
+}
+
+static int random_op(struct wl *w)
+{
+	struct wdisk *d = pick(w, true);
+	unsigned x = (unsigned)below(w, 100);
+	char name[NAME_LEN];
+	uint64_t off, size;
+	size_t len;
+
+	if (!d || (x < 8 && pick_name(w, true, name))) {
+		if (!pick_name(w, true, name))
+			return 0;
+		return op_create(w, name);
+	}
+	size = oracle_size(w->o, d->id);
+	if (x < 48) {
+		/* Now and then to a disk that is open but has no name. */
+		struct wdisk *u = pick_unlinked(w);
+
+		if (u && chance(w, 15))
+			d = u;
+		size = oracle_size(w->o, d->id);
+		write_range(w, size, &off, &len);
+		return op_write(w, d, off, len);
+	}
+	if (x < 52)
+		return op_sync(w, pick(w, false), false);
+	if (x < 56)
+		return op_sync(w, pick(w, false), true);
+	if (x < 58)
+		return op_sync(w, NULL, chance(w, 50));
+	if (x < 65) {
+		if (chance(w, 45))
+			size = below(w, size + 1);
+		else if (chance(w, 70))
+			size += below(w, 2u << 20);
+		else
+			size = below(w, MAXSIZE);
+		return op_truncate(w, d, size);
+	}
+	if (x < 72) {
+		off = chance(w, 50) ? below(w, MAXSIZE / 65536) * 65536
+				    : below(w, size + 65536);
+		return op_fallocate(w, d,
+				    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				    off, range_len(w));
+	}
+	if (x < 77) {
+		if (w->no_zero_range)
+			return 0;
+		off = below(w, size + 65536);
+		return op_fallocate(
+			w, d,
+			FALLOC_FL_ZERO_RANGE |
+				(chance(w, 50) ? FALLOC_FL_KEEP_SIZE : 0),
+			off, range_len(w));
+	}
+	if (x < 80) {
+		off = below(w, MAXSIZE);
+		return op_fallocate(w, d,
+				    chance(w, 50) ? FALLOC_FL_KEEP_SIZE : 0,
+				    off, 1 + below(w, 1u << 20));
+	}
+	if (x < 86) {
+		struct wdisk *t;
+
+		/* Over an existing disk half the time. */
+		if (chance(w, 50) && pick_name(w, false, name) &&
+		    (t = by_name(w, name)) && t != d)
+			return op_rename(w, d, name);
+		if (pick_name(w, true, name))
+			return op_rename(w, d, name);
+		return 0;
+	}
+	if (x < 91)
+		return op_unlink(w, d);
+	if (x < 95) {
+		struct wdisk *u = pick_unlinked(w);
+
+		return u ? op_close(w, u) : 0;
+	}
+	if (x < 98) {
+		/* A timer commit: durable, but not promised to anyone, so
+		 * the oracle learns nothing; after a crash the pool may
+		 * come back at this state. */
+		if (!w->b->ops->commit)
+			return 0;
+		w->op = "commit";
+		trace(w, "commit (as the timer would)");
+		return outcome(w, w->b->ops->commit(w->b), "commit");
+	}
+	/*
+	 * Clones go here (issue 4): copy_file_range between two disks of the
+	 * pool shares extents copy-on-write.  The oracle will need a "copy"
+	 * that gives the target's sectors the source's current values (and
+	 * keeps them as candidates until a sync), and the backends a
+	 * copy_file_range call; not written before the feature exists.
+	 */
+	return 0;
+}
+
+/*
+ * The pool-full phase: appends of FULL_CHUNK to the smallest disks (made
+ * as needed) until the pool says ENOSPC; then a disk goes or half of one
+ * is punched, and writing goes on (space freed by an uncommitted
+ * transaction comes back after the commit a full write makes).
+ */
+static int full_phase(struct wl *w)
+{
+	char name[NAME_LEN];
+	unsigned enospc = w->st->enospc, after = 0;
+	int k = 0;
+
+	trace(w, "pool-full phase");
+	for (unsigned i = 0; i < FULL_MAX && k == 0 && after < 4; i++) {
+		struct wdisk *d = NULL;
+		unsigned linked = 0;
+
+		for (size_t j = 0; j < w->nd; j++)
+			if (w->d[j].name[0] && w->d[j].open) {
+				linked++;
+				if (!d || oracle_size(w->o, w->d[j].id) <
+						  oracle_size(w->o, d->id))
+					d = &w->d[j];
+			}
+		if (linked < 3 && pick_name(w, true, name)) {
+			k = op_create(w, name);
+			continue;
+		}
+		if (!d)
+			break;
+		if (w->st->enospc > enospc) {
+			/* Full: make room, then a few more appends. */
+			struct wdisk *big = d;
+
+			for (size_t j = 0; j < w->nd; j++)
+				if (w->d[j].name[0] && w->d[j].open &&
+				    oracle_size(w->o, w->d[j].id) >
+					    oracle_size(w->o, big->id))
+					big = &w->d[j];
+			enospc = UINT32_MAX; /* once */
+			if (chance(w, 50)) {
+				k = op_unlink(w, big);
+			} else {
+				uint64_t s = oracle_size(w->o, big->id);
+
+				k = op_fallocate(w, big,
+						 FALLOC_FL_PUNCH_HOLE |
+							 FALLOC_FL_KEEP_SIZE,
+						 s / 2, s - s / 2 + 1);
+			}
+			continue;
+		}
+		if (enospc == UINT32_MAX)
+			after++;
+		w->st->full_writes++;
+		k = op_write(w, d, oracle_size(w->o, d->id), FULL_CHUNK);
+	}
+	return k;
+}
+
+enum wl_result workload_run(uint64_t seed, struct backend *b, struct oracle *o,
+			    bool live_checks, FILE *trace_file,
+			    struct wl_stats *st, char *fail, size_t fl)
+{
+	struct wl w = {.rng = seed,
+		       .b = b,
+		       .o = o,
+		       .live = live_checks,
+		       .trace = trace_file,
+		       .st = st,
+		       .fail = fail,
+		       .fl = fl};
+	unsigned nsteps, full_at;
+	int k = 0;
+
+	memset(st, 0, sizeof(*st));
+	w.buf = malloc(FULL_CHUNK > MAXLEN ? FULL_CHUNK : MAXLEN);
+	if (!w.buf) {
+		snprintf(fail, fl, "out of memory");
+		return WL_FAILED;
+	}
+	nsteps = 30 + (unsigned)below(&w, 60);
+	full_at = chance(&w, 50) ? (unsigned)below(&w, nsteps) : UINT32_MAX;
+	for (st->steps = 0; st->steps < nsteps && k == 0; st->steps++) {
+		if (b->ops->tick)
+			b->ops->tick(b, st->steps);
+		if (st->steps == full_at)
+			k = full_phase(&w);
+		else
+			k = random_op(&w);
+	}
+	if (k > 0)
+		st->crash_step = st->steps - 1;
+	/* Unlinked disks still open stay open: the backend's close of the
+	 * pool (or the crash) drops them. */
+	free(w.d);
+	free(w.buf);
+	return k > 0 ? WL_CRASHED : k < 0 ? WL_FAILED : WL_DONE;
+}
+
+/* ---- verification ---------------------------------------------------------
+ */
+
+int verify_pool(struct backend *b, const struct oracle *o, bool live,
+		FILE *trace_file, char *fail, size_t fl)
+{
+	struct rentry *e = NULL;
+	uint32_t *disks = NULL;
+	uint8_t *buf = NULL;
+	size_t n = 0, bad = 0;
+	char why[1024];
+	int r, state = -1;
+
+	fail[0] = 0;
+	r = b->ops->list(b, &e, &n);
+	if (r < 0) {
+		snprintf(fail, fl, "cannot list the root directory: %s",
+			 strerror(-r));
+		return -1;
+	}
+	disks = calloc(n ? n : 1, sizeof(*disks));
+	buf = malloc(READ_CHUNK);
+	if (!disks || !buf) {
+		snprintf(fail, fl, "out of memory");
+		bad++;
+		goto out;
+	}
+	state = oracle_check_ns(o, e, n, live, disks, why, sizeof(why));
+	if (state < 0) {
+		snprintf(fail, fl, "%s", why);
+		goto out_bad;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int64_t h;
+
+		r = b->ops->open(b, e[i].name, &h);
+		if (r < 0) {
+			snprintf(fail, fl, "cannot open %s: %s", e[i].name,
+				 strerror(-r));
+			goto out_bad;
+		}
+		for (uint64_t at = 0; at < e[i].size; at += READ_CHUNK) {
+			size_t want = e[i].size - at < READ_CHUNK
+					      ? (size_t)(e[i].size - at)
+					      : READ_CHUNK;
+			ssize_t got = b->ops->pread(b, h, buf, want, at);
+
+			if (got != (ssize_t)want) {
+				snprintf(fail, fl, "%s: read at %llu: %s",
+					 e[i].name, (unsigned long long)at,
+					 got < 0 ? strerror((int)-got)
+						 : "short read");
+				b->ops->close(b, h);
+				goto out_bad;
+			}
+			for (size_t s = 0; s < want; s += SECTOR) {
+				size_t vis =
+					want - s < SECTOR ? want - s : SECTOR;
+
+				if (!oracle_check_sector(o, disks[i],
+							 (at + s) / SECTOR,
+							 buf + s, vis, live,
+							 why, sizeof(why)))
+					continue;
+				if (!bad++)
+					snprintf(fail, fl, "disk d%u (%s) %s",
+						 disks[i], e[i].name, why);
+				if (trace_file && bad <= 20)
+					fprintf(trace_file,
+						"  mismatch: disk d%u (%s) "
+						"%s\n",
+						disks[i], e[i].name, why);
+			}
+		}
+		b->ops->close(b, h);
+	}
+	if (bad > 1 && strlen(fail) + 40 < fl)
+		snprintf(fail + strlen(fail), fl - strlen(fail),
+			 " (and %zu more bad sectors)", bad - 1);
+	goto out;
+out_bad:
+	bad++;
+out:
+	free(e);
+	free(disks);
+	free(buf);
+	return bad ? -1 : state;
+}
