@@ -4,10 +4,12 @@
 # test.sh - the whole test suite, as CI runs it: install the dependencies,
 # build with warnings as errors, check the formatting, run every test
 # (unit and end-to-end), then build with ASan+UBSan and run every test
-# again against those binaries.  Exits non-zero on any failure.
+# again against those binaries, then run each fuzz target for a short
+# while (tests/fuzz/run.sh).  Exits non-zero on any failure.
 #
 # Needs root (FUSE mounts with allow_other, loop devices) on Debian 12.
-# Environment: JOBS (parallel build and test jobs, default nproc).
+# Environment: JOBS (parallel build and test jobs, default nproc),
+# FUZZ_SECONDS (per fuzz target, default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +52,9 @@ cmake --build build-asan -j"$JOBS"
 section "tests (build-asan/)"
 ctest --test-dir build-asan --output-on-failure -j"$JOBS" ||
 	failed+=(build-asan)
+
+section "fuzz (build-fuzz/, libFuzzer, ${FUZZ_SECONDS:-20} s per target)"
+./tests/fuzz/run.sh || failed+=(fuzz)
 
 if [ ${#failed[@]} -gt 0 ]; then
 	section "FAILED: ${failed[*]}"

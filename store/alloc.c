@@ -47,8 +47,12 @@ int u64vec_push(struct u64vec *a, uint64_t x)
 int alloc_init(struct vdp_pool *p)
 {
 	p->meta_used = calloc((p->meta_blocks + 63) / 64, 8);
-	if (!p->meta_used)
+	if (!p->meta_used) {
+		vdp_set_error("pool %s: no memory for the map of %llu "
+			      "metadata blocks",
+			      p->name, (unsigned long long)p->meta_blocks);
 		return -ENOMEM;
+	}
 	BIT_SET(p->meta_used, 0); /* address 0 means "none" */
 	p->meta_nfree = p->meta_blocks - 1;
 	p->meta_cursor = 1;
@@ -56,8 +60,15 @@ int alloc_init(struct vdp_pool *p)
 		struct pmember *pm = &p->members[i];
 
 		pm->used = calloc((pm->d.nextents + 63) / 64 + 1, 8);
-		if (!pm->used)
+		pm->unshared = calloc((pm->d.nextents + 63) / 64 + 1, 8);
+		if (!pm->used || !pm->unshared) {
+			vdp_set_error("pool %s: no memory for the map of the "
+				      "%llu extents of member %s",
+				      p->name,
+				      (unsigned long long)pm->d.nextents,
+				      pm->d.path);
 			return -ENOMEM;
+		}
 		pm->nfree = pm->d.nextents;
 		pm->cursor = 0;
 	}
@@ -71,6 +82,8 @@ void alloc_free_all(struct vdp_pool *p)
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		free(p->members[i].used);
 		p->members[i].used = NULL;
+		free(p->members[i].unshared);
+		p->members[i].unshared = NULL;
 	}
 	free(p->pend_ext.v);
 	free(p->pend_meta.v);
@@ -196,11 +209,25 @@ int extent_unref(struct vdp_pool *p, uint64_t pid)
 		return -ENOMEM;
 	if (*c == 0)
 		return -EUCLEAN;
+	if (le32toh(*c) > 1) {
+		/* The last commit may still map it at the place it leaves:
+		 * the places that keep it must not write it in place. */
+		struct pmember *pm = &p->members[VDP_PID_MEMBER(pid)];
+
+		BIT_SET(pm->unshared, VDP_PID_INDEX(pid));
+	}
 	*c = htole32(le32toh(*c) - 1);
 	p->changed = true;
 	if (*c == 0)
 		return u64vec_push(&p->pend_ext, pid);
 	return 0;
+}
+
+bool extent_was_shared(struct vdp_pool *p, uint64_t pid)
+{
+	const struct pmember *pm = &p->members[VDP_PID_MEMBER(pid)];
+
+	return BIT_GET(pm->unshared, VDP_PID_INDEX(pid));
 }
 
 int alloc_extent(struct vdp_pool *p, uint64_t *pid)
@@ -259,6 +286,7 @@ void release_pending(struct vdp_pool *p, struct u64vec *ext,
 			BIT_CLR(pm->used, VDP_PID_INDEX(pid));
 			pm->nfree++;
 		}
+		BIT_CLR(pm->unshared, VDP_PID_INDEX(pid));
 	}
 	for (size_t k = 0; k < meta->n; k++) {
 		if (BIT_GET(p->meta_used, meta->v[k])) {

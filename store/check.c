@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * check.c - `vdpool check`: verification of a pool opened read-only.
+ * check.c - `vdpool check`: verification of a pool opened read-only, and
+ * the readers of copies and superblock slots that repair.c shares
+ * (fsck.h).
  *
  * Opening already verified one good copy of every metadata block
  * (checksum, location, pool, transaction, tree, owner and level) and that
- * no block is referenced twice.  This reads every other copy too, and adds
- * what needs the whole picture: every reference count
- * equals the number of map entries naming the extent, every extent named
- * lies inside its member, each disk's allocation count is right, and the
- * namespace is a tree with correct link counts.  Never writes.
+ * no block is referenced twice.  This reads every other copy too, and both
+ * superblock slots of every member, and adds what needs the whole picture:
+ * every member is as large as its record, every reference count equals
+ * the number of map entries naming the extent, every extent named lies
+ * inside its member, each disk's allocation count is right, and the
+ * namespace is a tree rooted at inode 1 with correct link counts.  Each
+ * problem found here is one that repair.c mends.  Never writes.
  */
 #include <endian.h>
 #include <errno.h>
@@ -18,7 +22,238 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "block.h"
+#include "fsck.h"
 #include "internal.h"
+
+/* ---- copies and slots, shared with repair.c ------------------------------ */
+
+const char *fsck_tree_name(uint8_t tree)
+{
+	switch (tree) {
+	case VDP_TREE_INODES:
+		return "inode tree";
+	case VDP_TREE_MAP:
+		return "extent map";
+	case VDP_TREE_REFC:
+		return "reference-count tree";
+	case VDP_TREE_BLOB:
+		return "blob";
+	}
+	return "tree";
+}
+
+static bool all_zero(const void *b, size_t n)
+{
+	const uint8_t *c = b;
+
+	return n == 0 || (c[0] == 0 && memcmp(c, c + 1, n - 1) == 0);
+}
+
+/* The header checks pool_meta_read makes, for one copy. */
+static bool header_ok(const struct vdp_pool *p, const void *blk, uint8_t tree,
+		      uint64_t owner, int level, char *why, size_t wl)
+{
+	const struct vdp_bhdr *h = blk;
+
+	if (le64toh(h->txid) > p->txid) {
+		snprintf(why, wl,
+			 "written by transaction %llu, after the last "
+			 "commit %llu",
+			 (unsigned long long)le64toh(h->txid),
+			 (unsigned long long)p->txid);
+		return false;
+	}
+	if (h->tree != tree || le64toh(h->owner) != owner ||
+	    h->level != level ||
+	    le16toh(h->type) != (level ? VDP_BT_NODE : VDP_BT_LEAF)) {
+		snprintf(why, wl,
+			 "holds tree %u owner %llu level %u, expected tree %u "
+			 "owner %llu level %d",
+			 h->tree, (unsigned long long)le64toh(h->owner),
+			 h->level, tree, (unsigned long long)owner, level);
+		return false;
+	}
+	return true;
+}
+
+int fsck_meta_read(struct vdp_pool *p, uint64_t addr, uint8_t tree,
+		   uint64_t owner, int level, void *blk, struct meta_copies *mc)
+{
+	const struct vdp_dchunk *ch = NULL;
+	void *t;
+
+	memset(mc, 0, sizeof(*mc));
+	mc->best = -1;
+	for (unsigned c = 0; c < p->nchunks; c++)
+		if (addr >= p->chunks[c].lstart &&
+		    addr - p->chunks[c].lstart < p->chunks[c].nblocks)
+			ch = &p->chunks[c];
+	if (!ch || addr == 0)
+		return -EUCLEAN;
+	if (posix_memalign(&t, 4096, VDP_BLOCK_SIZE) != 0)
+		return -ENOMEM;
+	mc->n = ch->ncopies;
+	for (unsigned k = 0; k < mc->n; k++) {
+		struct meta_copy *c = &mc->c[k];
+		struct pmember *pm = &p->members[ch->member[k]];
+		int r;
+
+		c->member = ch->member[k];
+		c->off = ch->offset[k] + (addr - ch->lstart) * VDP_BLOCK_SIZE;
+		if (c->off + VDP_BLOCK_SIZE > pm->m->size) {
+			snprintf(c->why, sizeof(c->why),
+				 "beyond the end of the member, at %llu bytes",
+				 (unsigned long long)pm->m->size);
+			continue;
+		}
+		r = pm->m->ops->pread(pm->m, t, VDP_BLOCK_SIZE, c->off);
+		if (r < 0) {
+			c->err = r;
+			snprintf(c->why, sizeof(c->why), "%s", strerror(-r));
+			continue;
+		}
+		if (all_zero(t, VDP_BLOCK_SIZE)) {
+			snprintf(c->why, sizeof(c->why), "all zeros");
+			continue;
+		}
+		if (vdp_block_verify(t, VDP_BLOCK_SIZE, VDP_MAGIC_META, addr,
+				     p->uuid, c->why, sizeof(c->why)) < 0 ||
+		    !header_ok(p, t, tree, owner, level, c->why,
+			       sizeof(c->why)))
+			continue;
+		c->good = true;
+		c->txid = le64toh(((const struct vdp_bhdr *)t)->txid);
+		if (mc->best < 0 || c->txid > mc->c[mc->best].txid) {
+			mc->best = (int)k;
+			memcpy(blk, t, VDP_BLOCK_SIZE);
+		}
+	}
+	free(t);
+	/* A good copy older than the other one missed the last write there:
+	 * the parent names the newer one. */
+	for (unsigned k = 0; mc->best >= 0 && k < mc->n; k++) {
+		struct meta_copy *c = &mc->c[k];
+
+		if (c->good && c->txid < mc->c[mc->best].txid) {
+			c->good = false;
+			snprintf(
+				c->why, sizeof(c->why),
+				"stale: written by transaction %llu, the other "
+				"copy by %llu",
+				(unsigned long long)c->txid,
+				(unsigned long long)mc->c[mc->best].txid);
+		}
+	}
+	return mc->best >= 0 ? 0 : -EUCLEAN;
+}
+
+/* Reads and verifies both slots of member MI into ST (good, txid, why);
+ * *ZERO[k] says slot k is all zeros. */
+static int super_slots(struct vdp_pool *p, unsigned mi, struct sb_state *st,
+		       bool zero[2])
+{
+	struct pmember *pm = &p->members[mi];
+	struct vdp_dsuper *s;
+
+	memset(st, 0, sizeof(*st));
+	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0)
+		return -ENOMEM;
+	for (unsigned k = 0; k < VDP_SB_SLOTS; k++) {
+		char *why = st->why[k];
+		size_t wl = sizeof(st->why[k]);
+		int r = 0;
+
+		zero[k] = false;
+		if (pm->m->size < (k + 1) * (uint64_t)VDP_SB_SIZE)
+			snprintf(why, wl, "beyond the end of the member");
+		else if ((r = pm->m->ops->pread(pm->m, s, VDP_SB_SIZE,
+						k * VDP_SB_SIZE)) < 0)
+			snprintf(why, wl, "%s", strerror(-r));
+		else if ((zero[k] = all_zero(s, VDP_SB_SIZE)))
+			snprintf(why, wl, "all zeros");
+		else if (vdp_block_verify(s, VDP_SB_SIZE, VDP_MAGIC_SUPER, k,
+					  p->uuid, why, wl) < 0)
+			;
+		else if (le64toh(s->h.txid) % VDP_SB_SLOTS != k)
+			snprintf(why, wl, "transaction %llu in the wrong slot",
+				 (unsigned long long)le64toh(s->h.txid));
+		else if (memcmp(s->member_uuid, pm->d.uuid, 16) != 0 ||
+			 le32toh(s->member_index) != mi)
+			snprintf(why, wl, "belongs to another member");
+		else if (le64toh(s->h.txid) > p->txid)
+			snprintf(why, wl,
+				 "transaction %llu is after the last commit",
+				 (unsigned long long)le64toh(s->h.txid));
+		else {
+			st->good[k] = true;
+			st->txid[k] = le64toh(s->h.txid);
+		}
+	}
+	free(s);
+	return 0;
+}
+
+int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
+{
+	unsigned n = p->nmembers, a = p->txid % VDP_SB_SLOTS, b = 1 - a;
+	bool zero[VDP_MAX_MEMBERS][2], lack_a[VDP_MAX_MEMBERS],
+		lack_b[VDP_MAX_MEMBERS], all_a = true;
+	unsigned first_a = n, first_b = n, nlack_b = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		int r = super_slots(p, i, &st[i], zero[i]);
+
+		if (r < 0)
+			return r;
+		/* Create clears both slots and commits 1 into slot 1. */
+		if (p->txid == 1 && zero[i][0])
+			st[i].why[0][0] = 0;
+		lack_a[i] = !(st[i].good[a] && st[i].txid[a] == p->txid);
+		lack_b[i] = !st[i].good[b] && st[i].why[b][0];
+		if (p->txid > 1)
+			lack_b[i] = !(st[i].good[b] &&
+				      st[i].txid[b] == p->txid - 1);
+		if (lack_a[i] && first_a == n)
+			first_a = i;
+		if (lack_b[i] && first_b == n)
+			first_b = i;
+		all_a = all_a && !lack_a[i];
+		nlack_b += lack_b[i];
+	}
+	/* What a crash leaves: commit T stopped at member FIRST_A, or a later
+	 * commit stopped at member 0, or T - 1 stopped at FIRST_B >= 1 and T
+	 * went through. */
+	bool suffix_a = true, suffix_b = true;
+
+	for (unsigned i = first_a; i < n; i++)
+		suffix_a = suffix_a && lack_a[i];
+	for (unsigned i = first_b; i < n; i++)
+		suffix_b = suffix_b && lack_b[i];
+	suffix_b = all_a && ((suffix_b && first_b >= 1) ||
+			     (first_b == 0 && nlack_b == 1));
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t newest = st[i].txid[0] > st[i].txid[1] ? st[i].txid[0]
+								: st[i].txid[1];
+
+		for (unsigned k = 0; k < VDP_SB_SLOTS; k++) {
+			bool crash;
+
+			if (st[i].good[k] || !st[i].why[k][0])
+				continue;
+			crash = k == a ? suffix_a && st[i].good[b] &&
+						 st[i].txid[b] + 1 == p->txid
+				       : suffix_b;
+			st[i].note[k] = crash;
+			st[i].bad[k] = !crash;
+		}
+		st[i].stale =
+			!st[i].bad[0] && !st[i].bad[1] && newest + 1 < p->txid;
+	}
+	return 0;
+}
+
+/* ---- check --------------------------------------------------------------- */
 
 struct ck {
 	struct vdp_pool *p;
@@ -33,6 +268,21 @@ struct ck {
 
 static void say(struct ck *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* Prints a line that is not a problem. */
+static void note(struct ck *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void note(struct ck *c, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	c->report(c->ctx, line);
+}
 
 static void say(struct ck *c, const char *fmt, ...)
 {
@@ -91,6 +341,19 @@ static void refs_mismatch(struct ck *c, uint64_t pid, uint64_t want,
 	    (unsigned long long)have, (unsigned long long)want);
 }
 
+/* How many of the sorted map entries from c->at on name the same extent;
+ * moves past them. */
+static uint64_t take_run(struct ck *c)
+{
+	uint64_t n = 0, pid = c->pids.v[c->at];
+
+	while (c->at < c->pids.n && c->pids.v[c->at] == pid) {
+		n++;
+		c->at++;
+	}
+	return n;
+}
+
 /* Merges the sorted map entries with the refcount leaves (key order). */
 static int refc_leaf(void *arg, const struct rnode *n, uint64_t base)
 {
@@ -104,8 +367,9 @@ static int refc_leaf(void *arg, const struct rnode *n, uint64_t base)
 		uint32_t have = le32toh(e[i]);
 
 		while (c->at < c->pids.n && c->pids.v[c->at] < pid) {
-			refs_mismatch(c, c->pids.v[c->at], 1, 0);
-			c->at++;
+			uint64_t x = c->pids.v[c->at];
+
+			refs_mismatch(c, x, take_run(c), 0);
 		}
 		while (c->at < c->pids.n && c->pids.v[c->at] == pid) {
 			want++;
@@ -138,6 +402,20 @@ static uint64_t count_names(const struct u64vec *named, uint64_t ino)
 	return n;
 }
 
+/* Whether the parent chain of directory V ends at the root.  Each link of
+ * the chain is checked against the entries elsewhere. */
+static bool reachable(struct vdp_pool *p, const struct vnode *v)
+{
+	for (size_t depth = 0; depth <= p->nvnodes; depth++) {
+		if (v->ino == VDP_ROOT_INO)
+			return true;
+		v = vnode_get(p, v->d.parent);
+		if (!v || !S_ISDIR(v->d.mode))
+			return false;
+	}
+	return false;
+}
+
 static int check_namespace(struct ck *c)
 {
 	struct vdp_pool *p = c->p;
@@ -154,11 +432,22 @@ static int check_namespace(struct ck *c)
 
 	for (size_t b = 0; b < p->vtab_size; b++)
 		for (struct vnode *v = p->vtab[b]; v; v = v->hnext) {
-			uint64_t names = 0, subdirs = 0;
+			uint64_t names = count_names(named, v->ino),
+				 subdirs = 0;
 
-			if (v->d.nlink == 0)
+			if (v->ino >= p->next_ino)
+				say(c,
+				    "inode %llu is not below the next inode "
+				    "number %llu",
+				    (unsigned long long)v->ino,
+				    (unsigned long long)p->next_ino);
+			if (v->d.nlink == 0 && names == 0)
 				continue; /* unlinked while open: freed later */
-			names = count_names(named, v->ino);
+			if (S_ISDIR(v->d.mode) && !reachable(p, v))
+				say(c,
+				    "directory %llu is not reachable from the "
+				    "root",
+				    (unsigned long long)v->ino);
 			if (S_ISDIR(v->d.mode)) {
 				for (struct dentry *d = v->dhead; d;
 				     d = d->next) {
@@ -202,34 +491,131 @@ static int check_namespace(struct ck *c)
 	return 0;
 }
 
+/* A tree whose every node's copies are read, and how to name it. */
+struct cp {
+	struct ck *c;
+	const struct rtree *t;
+	const char *what; /* "inode tree", "extent map of inode 12", ... */
+	void *blk;
+};
+
 static int copies_node(void *arg, const struct rnode *n, uint64_t base)
 {
-	struct ck *c = arg;
-	int bad;
+	struct cp *x = arg;
+	struct vdp_pool *p = x->c->p;
+	struct meta_copies mc;
+	int r;
 
 	(void)base;
-	bad = pool_meta_check_copies(c->p, n->addr, c->report, c->ctx);
-	if (bad < 0)
-		return bad;
-	c->problems += bad;
+	if (n->addr == 0)
+		return 0; /* new since the last commit */
+	r = fsck_meta_read(p, n->addr, x->t->tree, x->t->owner, n->level,
+			   x->blk, &mc);
+	if (r == -ENOMEM)
+		return r;
+	if (mc.n == 0)
+		say(x->c,
+		    "metadata block %llu (%s) is outside the metadata "
+		    "space",
+		    (unsigned long long)n->addr, x->what);
+	for (unsigned k = 0; k < mc.n; k++)
+		if (!mc.c[k].good)
+			say(x->c,
+			    "metadata block %llu (%s, level %u): copy on %s "
+			    "at offset %llu is bad: %s",
+			    (unsigned long long)n->addr, x->what, n->level,
+			    p->members[mc.c[k].member].m->path,
+			    (unsigned long long)mc.c[k].off, mc.c[k].why);
 	return 0;
+}
+
+static int copies_tree(struct ck *c, const struct rtree *t, const char *what,
+		       uint64_t ino)
+{
+	char name[96];
+	struct cp x = {.c = c, .t = t, .what = name};
+	int r;
+
+	if (ino)
+		snprintf(name, sizeof(name), "%s of inode %llu", what,
+			 (unsigned long long)ino);
+	else
+		snprintf(name, sizeof(name), "%s", what);
+	if (posix_memalign(&x.blk, 4096, VDP_BLOCK_SIZE) != 0)
+		return -ENOMEM;
+	r = rtree_visit(t, copies_node, &x);
+	free(x.blk);
+	return r;
 }
 
 /* Every copy of every metadata block, not just the one open read. */
 static int check_copies(struct ck *c)
 {
 	struct vdp_pool *p = c->p;
-	int r = rtree_visit(&p->inodes, copies_node, c);
+	int r = copies_tree(c, &p->inodes, "inode tree", 0);
 
 	if (r == 0)
-		r = rtree_visit(&p->refc, copies_node, c);
+		r = copies_tree(c, &p->refc, "reference-count tree", 0);
 	for (size_t b = 0; b < p->vtab_size && r == 0; b++)
 		for (struct vnode *v = p->vtab[b]; v && r == 0; v = v->hnext) {
-			r = rtree_visit(&v->data, copies_node, c);
+			r = copies_tree(c, &v->data,
+					S_ISDIR(v->d.mode) ? "directory"
+							   : "extent map",
+					v->ino);
 			if (r == 0)
-				r = rtree_visit(&v->xblob, copies_node, c);
+				r = copies_tree(c, &v->xblob, "xattrs", v->ino);
 		}
 	return r;
+}
+
+/* Every member is as large as recorded and has two good superblocks. */
+static int check_members(struct ck *c)
+{
+	struct vdp_pool *p = c->p;
+
+	struct sb_state st[VDP_MAX_MEMBERS];
+	int r = fsck_super_states(p, st);
+
+	if (r < 0)
+		return r;
+	for (unsigned i = 0; i < p->nmembers; i++) {
+		struct pmember *pm = &p->members[i];
+
+		if (pm->m->size < pm->d.size)
+			say(c,
+			    "member %s is %llu bytes, smaller than the %llu "
+			    "bytes recorded (truncated?)",
+			    pm->m->path, (unsigned long long)pm->m->size,
+			    (unsigned long long)pm->d.size);
+		if (st[i].bad[0] && st[i].bad[1])
+			say(c,
+			    "member %s: no valid superblock (slot 0: %s; "
+			    "slot 1: %s)",
+			    pm->m->path, st[i].why[0], st[i].why[1]);
+		for (unsigned k = 0; k < VDP_SB_SLOTS; k++) {
+			if (st[i].bad[k] && !st[i].bad[1 - k])
+				say(c,
+				    "member %s: superblock slot %u is bad: %s",
+				    pm->m->path, k, st[i].why[k]);
+			if (st[i].note[k])
+				note(c,
+				     "note: member %s: superblock slot %u is "
+				     "bad: %s (as a commit interrupted by a "
+				     "crash leaves it; later commits rewrite "
+				     "it)",
+				     pm->m->path, k, st[i].why[k]);
+		}
+		if (st[i].stale)
+			say(c,
+			    "member %s: superblock is stale: its newest is "
+			    "transaction %llu, the pool's is %llu",
+			    pm->m->path,
+			    (unsigned long long)(st[i].txid[0] > st[i].txid[1]
+							 ? st[i].txid[0]
+							 : st[i].txid[1]),
+			    (unsigned long long)p->txid);
+	}
+	return 0;
 }
 
 int vdp_pool_check(struct vdp_pool *p,
@@ -239,6 +625,7 @@ int vdp_pool_check(struct vdp_pool *p,
 	int r = 0;
 
 	pthread_mutex_lock(&p->meta_lock);
+	r = check_members(&c);
 	for (size_t b = 0; b < p->vtab_size && r == 0; b++)
 		for (struct vnode *v = p->vtab[b]; v && r == 0; v = v->hnext) {
 			if (!S_ISREG(v->d.mode))
@@ -258,8 +645,11 @@ int vdp_pool_check(struct vdp_pool *p,
 		if (c.pids.n)
 			qsort(c.pids.v, c.pids.n, sizeof(uint64_t), cmp_u64);
 		r = rtree_visit(&p->refc, refc_leaf, &c);
-		for (; r == 0 && c.at < c.pids.n; c.at++)
-			refs_mismatch(&c, c.pids.v[c.at], 1, 0);
+		while (r == 0 && c.at < c.pids.n) {
+			uint64_t x = c.pids.v[c.at];
+
+			refs_mismatch(&c, x, take_run(&c), 0);
+		}
 	}
 	if (r == 0)
 		r = check_namespace(&c);

@@ -47,6 +47,10 @@ struct pmember {
 	uint64_t nfree;	      /* clear bits */
 	uint64_t cursor;      /* next-fit search start */
 	atomic_bool written;  /* written since its last flush */
+	/* Bit per extent: shared since the pool opened and not yet freed; the
+	 * last commit may still map it twice, so it is never written in
+	 * place again (extent_was_shared). */
+	uint64_t *unshared;
 	/* Health, shown by status: failed I/O by kind, metadata copies
 	 * found bad, and the last error (under p->err_lock). */
 	atomic_uint_fast64_t err_read, err_write, err_flush, bad_copies;
@@ -77,6 +81,8 @@ struct vnode {
 	bool dir_dirty; /* directory entries changed */
 	bool xdirty;	/* xattrs changed */
 	bool listed;	/* on p->dirty */
+	/* Directories: the last ns_walk_files that entered it. */
+	uint64_t walk_gen;
 	pthread_rwlock_t io;
 };
 
@@ -111,6 +117,8 @@ struct vdp_pool {
 	size_t dtab_size, ndentries;
 	struct vnode **dirty;
 	size_t ndirty, dirty_cap;
+	/* ns_walk_files calls so far. */
+	uint64_t walk_gen;
 	bool dirty_lost;    /* a vnode could not be listed: rescan all */
 	bool changed;	    /* something for the next commit */
 	bool times_changed; /* only timestamps (fdatasync may skip them) */
@@ -122,6 +130,9 @@ struct vdp_pool {
 	struct vdp_droot sb_inodes, sb_refc;
 	uint64_t sb_next_ino;
 	bool failed; /* a commit could not be built: refuse changes */
+	/* Some extent is (or was, since open) shared by two map entries:
+	 * writes must then check refcounts and copy a shared extent first. */
+	atomic_bool shared;
 	pthread_mutex_t err_lock; /* innermost: the members' last_error */
 	char commit_error[200];	  /* why the last commit failed, "" if ok */
 
@@ -141,16 +152,34 @@ struct vdp_pool {
 };
 
 /* pool.c */
+/* A pool object with its locks and empty trees, and its release (members
+ * closed, memory freed; nothing written).  NULL on ENOMEM. */
+struct vdp_pool *pool_alloc(void);
+void pool_free(struct vdp_pool *p);
+/* What open does with superblock slot image S (VDP_SB_SIZE bytes) read
+ * from slot SLOT: verify it, then load its fields into P.  No I/O; for
+ * the fuzz targets.  0, or -errno with the reason in WHY. */
+int pool_super_decode(struct vdp_pool *p, const struct vdp_dsuper *s,
+		      unsigned slot, char *why, size_t wl);
 int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 		   uint64_t owner, int level);
 int pool_write_super(struct vdp_pool *p, uint64_t txid);
+/* Writes and flushes superblock slot TXID % 2 of member MI only. */
+int pool_write_super_one(struct vdp_pool *p, unsigned mi, uint64_t txid);
+/* vdp_pool_open flag for repair.c: exclusive, tries every registered
+ * member for a valid superblock, accepts members without one, and loads
+ * no trees (no namespace, no commit timer). */
+#define POOL_OPEN_REPAIR (1u << 16)
 int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk);
-/* Reads every copy of block ADDR; reports each bad one through FN and
- * returns how many were bad. */
-int pool_meta_check_copies(struct vdp_pool *p, uint64_t addr,
-			   void (*fn)(void *ctx, const char *line), void *ctx);
 void pool_member_offset(const struct vdp_pool *p, uint64_t pid,
 			struct pmember **pm, uint64_t *off);
+/* Runs FN for each member whose bit is set in MASK, all at once (a thread
+ * each beyond the first), so that a commit waits for the slowest member
+ * rather than for their sum.  Returns the first member's error, with its
+ * sentence in vdp_last_error(). */
+int pool_each_member(struct vdp_pool *p, uint64_t mask,
+		     int (*fn)(struct vdp_pool *p, unsigned i, void *ctx),
+		     void *ctx);
 /* Counts a failed I/O of KIND on PM (R = -errno), remembers it for status
  * and sets vdp_last_error() to "member PATH: WHAT failed: reason".  Any
  * lock may be held.  Returns R. */
@@ -172,6 +201,9 @@ void unalloc_extent(struct vdp_pool *p, uint64_t pid);
 int mark_extent_used(struct vdp_pool *p, uint64_t pid);
 int extent_ref(struct vdp_pool *p, uint64_t pid);
 int extent_unref(struct vdp_pool *p, uint64_t pid);
+/* Whether extent PID was named twice at some time since the pool opened
+ * (it may still be in the last commit): copy it before writing it. */
+bool extent_was_shared(struct vdp_pool *p, uint64_t pid);
 uint32_t extent_refcount(struct vdp_pool *p, uint64_t pid);
 void release_pending(struct vdp_pool *p, struct u64vec *ext,
 		     struct u64vec *meta);
@@ -194,8 +226,8 @@ void vnode_dirty(struct vdp_pool *p, struct vnode *v);
 void vnode_dirty_times(struct vdp_pool *p, struct vnode *v);
 void vnode_touch(struct vnode *v, bool mtime, bool ctime);
 /* Calls FN for every regular file reachable from the root, with its path
- * ("/dir/x.img"), in directory order; stops at FN's non-zero.  Under
- * meta_lock. */
+ * ("/dir/x.img"), in directory order, entering each directory once (by
+ * its first name); stops at FN's non-zero.  Under meta_lock. */
 typedef int (*ns_file_fn)(void *ctx, const char *path, struct vnode *v);
 int ns_walk_files(struct vdp_pool *p, ns_file_fn fn, void *ctx);
 

@@ -371,7 +371,7 @@ static int dir_serialize(struct vnode *dir, uint8_t **out, uint64_t *len)
 static int dir_parse(struct vdp_pool *p, struct vnode *dir, const uint8_t *b,
 		     uint64_t len)
 {
-	uint64_t o = 0;
+	uint64_t o = 0, last = 1; /* cookies 0 and 1 are "." and ".." */
 
 	while (o < len) {
 		uint64_t ino, ck;
@@ -385,15 +385,22 @@ static int dir_parse(struct vdp_pool *p, struct vnode *dir, const uint8_t *b,
 		memcpy(&ck, b + o + 8, 8);
 		memcpy(&l, b + o + 16, 2);
 		l = le16toh(l);
+		ck = le64toh(ck);
 		if (l == 0 || l > VDP_NAME_MAX ||
 		    len - o - VDP_DIRENT_FIXED < l)
 			goto bad;
+		/* Entries are stored in cookie order, and readdir resumes
+		 * at cookie + 1: increasing, and never the last u64. */
+		if (ck <= last || ck == UINT64_MAX)
+			goto bad;
+		last = ck;
 		memcpy(name, b + o + VDP_DIRENT_FIXED, l);
 		name[l] = 0;
 		if (memchr(name, '/', l) || memchr(name, 0, l) ||
+		    strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
 		    dentry_find(p, dir->ino, name))
 			goto bad;
-		r = dentry_add(p, dir, name, le64toh(ino), le64toh(ck));
+		r = dentry_add(p, dir, name, le64toh(ino), ck);
 		if (r < 0)
 			return r;
 		o += VDP_DIRENT_FIXED + l;
@@ -456,10 +463,42 @@ static void maybe_delete(struct vdp_pool *p, struct vnode *v)
 		vnode_delete(p, v);
 }
 
-static int tree_mark(void *ctx, const struct rnode *n, uint64_t base)
+/* Whether V's xattr blob is what the xattr calls walk without further
+ * checks: whole entries, each name 1..XATTR_NAME_MAX bytes without a NUL,
+ * nothing left over. */
+static int xattrs_check(const struct vnode *v)
+{
+	uint64_t o = 0, len = v->d.xattr_len;
+
+	while (o < len) {
+		uint16_t l;
+		uint32_t vl;
+
+		if (len - o < VDP_XATTR_FIXED)
+			goto bad;
+		memcpy(&l, v->xattrs + o, 2);
+		memcpy(&vl, v->xattrs + o + 2, 4);
+		l = le16toh(l);
+		vl = le32toh(vl);
+		if (l == 0 || l > XATTR_NAME_MAX ||
+		    len - o - VDP_XATTR_FIXED < (uint64_t)l + vl ||
+		    memchr(v->xattrs + o + VDP_XATTR_FIXED, 0, l))
+			goto bad;
+		o += VDP_XATTR_FIXED + (uint64_t)l + vl;
+	}
+	return 0;
+bad:
+	vdp_set_error("inode %llu: xattr entry at byte %llu is malformed",
+		      (unsigned long long)v->ino, (unsigned long long)o);
+	return -EUCLEAN;
+}
+
+static int count_leaf(void *ctx, const struct rnode *n, uint64_t base)
 {
 	(void)base;
-	return mark_meta_used(ctx, n->addr);
+	if (n->level == 0)
+		(*(uint64_t *)ctx)++;
+	return 0;
 }
 
 struct load_ctx {
@@ -494,17 +533,12 @@ static int load_leaf(void *arg, const struct rnode *n, uint64_t base)
 		v->d = h;
 		r = rtree_load(p, &v->data, &h.data);
 		if (r == 0)
-			r = rtree_visit(&v->data, tree_mark, p);
-		if (r == 0)
 			r = rtree_load(p, &v->xblob, &h.xattr);
-		if (r == 0)
-			r = rtree_visit(&v->xblob, tree_mark, p);
 		if (r == 0 && h.xattr_len > XATTR_TOTAL_MAX)
 			r = -EUCLEAN;
 		if (r == 0 && h.xattr_len) {
 			v->xattrs = blob_read(&v->xblob, h.xattr_len);
-			if (!v->xattrs)
-				r = -ENOMEM;
+			r = v->xattrs ? xattrs_check(v) : -ENOMEM;
 		}
 		if (r < 0)
 			return r;
@@ -534,8 +568,20 @@ int ns_load(struct vdp_pool *p)
 
 			if (!S_ISDIR(v->d.mode))
 				continue;
-			uint64_t len = v->d.size;
+			uint64_t len = v->d.size, leaves = 0;
 
+			/* The size comes from disk: no more than the blob's
+			 * leaves hold, or it could ask for any memory. */
+			rtree_visit(&v->data, count_leaf, &leaves);
+			if (len > leaves * VDP_PAYLOAD) {
+				vdp_set_error("directory inode %llu: size %llu "
+					      "is more than its %llu blocks "
+					      "hold",
+					      (unsigned long long)v->ino,
+					      (unsigned long long)len,
+					      (unsigned long long)leaves);
+				return -EUCLEAN;
+			}
 			blob = blob_read(&v->data, len);
 			if (!blob)
 				return -ENOMEM;
@@ -877,6 +923,10 @@ int vdp_create(struct vdp_pool *p, uint64_t parent, const char *name,
 		r = -EEXIST;
 		goto out;
 	}
+	/* Past any live inode a damaged next_ino would hand out again (check
+	 * reports such a next_ino, repair raises it). */
+	while (vnode_get(p, p->next_ino))
+		p->next_ino++;
 	v = vnode_new(p, p->next_ino, mode);
 	if (!v) {
 		r = -ENOMEM;
@@ -1182,13 +1232,20 @@ static int walk_dir(struct vdp_pool *p, struct vnode *dir, char *path,
 
 		if (!v || len + l + 2 > 4096)
 			continue;
+		/* Each directory once: a damaged namespace may name one
+		 * twice or in a cycle, and walking it again each time would
+		 * take exponential time. */
+		if (S_ISDIR(v->d.mode) && v->walk_gen == p->walk_gen)
+			continue;
 		path[len] = '/';
 		memcpy(path + len + 1, d->name, l + 1);
-		if (S_ISDIR(v->d.mode))
+		if (S_ISDIR(v->d.mode)) {
+			v->walk_gen = p->walk_gen;
 			r = walk_dir(p, v, path, len + l + 1, depth + 1, fn,
 				     ctx);
-		else
+		} else {
 			r = fn(ctx, path, v);
+		}
 		path[len] = 0;
 	}
 	return r;
@@ -1199,7 +1256,10 @@ int ns_walk_files(struct vdp_pool *p, ns_file_fn fn, void *ctx)
 	struct vnode *root = vnode_get(p, VDP_ROOT_INO);
 	char path[4096] = "";
 
-	return root ? walk_dir(p, root, path, 0, 0, fn, ctx) : 0;
+	if (!root)
+		return 0;
+	root->walk_gen = ++p->walk_gen;
+	return walk_dir(p, root, path, 0, 0, fn, ctx);
 }
 
 /* ---- xattrs ------------------------------------------------------------- */

@@ -206,42 +206,6 @@ int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 	return r == -EIO ? -EIO : -EUCLEAN;
 }
 
-int pool_meta_check_copies(struct vdp_pool *p, uint64_t addr,
-			   void (*fn)(void *ctx, const char *line), void *ctx)
-{
-	const struct vdp_dchunk *c = chunk_of(p, addr);
-	char why[160], line[512];
-	void *blk;
-	int bad = 0;
-
-	if (!c || posix_memalign(&blk, 4096, VDP_BLOCK_SIZE) != 0)
-		return -ENOMEM;
-	for (unsigned k = 0; k < c->ncopies; k++) {
-		struct pmember *pm = &p->members[c->member[k]];
-		uint64_t off =
-			c->offset[k] + (addr - c->lstart) * VDP_BLOCK_SIZE;
-		int r = pm->m->ops->pread(pm->m, blk, VDP_BLOCK_SIZE, off);
-
-		if (r < 0)
-			snprintf(why, sizeof(why), "%s", strerror(-r));
-		else
-			r = vdp_block_verify(blk, VDP_BLOCK_SIZE,
-					     VDP_MAGIC_META, addr, p->uuid, why,
-					     sizeof(why));
-		if (r < 0) {
-			snprintf(line, sizeof(line),
-				 "metadata block %llu: copy on %s at offset "
-				 "%llu is bad: %s",
-				 (unsigned long long)addr, pm->m->path,
-				 (unsigned long long)off, why);
-			fn(ctx, line);
-			bad++;
-		}
-	}
-	free(blk);
-	return bad;
-}
-
 /* Writes one sealed block to every copy; the caller flushes. */
 int pool_meta_write(struct vdp_pool *p, uint64_t addr, const void *blk)
 {
@@ -315,29 +279,88 @@ static void super_build(const struct vdp_pool *p, unsigned mi, uint64_t txid,
 	vdp_block_seal(s, VDP_SB_SIZE, p->seed);
 }
 
+struct member_job {
+	struct vdp_pool *p;
+	unsigned i;
+	int (*fn)(struct vdp_pool *p, unsigned i, void *ctx);
+	void *ctx;
+	int r;
+	bool thread;
+	pthread_t t;
+};
+
+static void *member_job_run(void *arg)
+{
+	struct member_job *j = arg;
+
+	j->r = j->fn(j->p, j->i, j->ctx);
+	return NULL;
+}
+
+int pool_each_member(struct vdp_pool *p, uint64_t mask,
+		     int (*fn)(struct vdp_pool *p, unsigned i, void *ctx),
+		     void *ctx)
+{
+	struct member_job jobs[VDP_MAX_MEMBERS];
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (mask & (1ull << i))
+			jobs[n++] = (struct member_job){
+				.p = p, .i = i, .fn = fn, .ctx = ctx};
+	/* The first runs here, the others on threads of their own. */
+	for (unsigned k = 1; k < n; k++)
+		jobs[k].thread = pthread_create(&jobs[k].t, NULL,
+						member_job_run, &jobs[k]) == 0;
+	for (unsigned k = 0; k < n; k++)
+		if (k == 0 || !jobs[k].thread)
+			member_job_run(&jobs[k]);
+	for (unsigned k = 1; k < n; k++)
+		if (jobs[k].thread)
+			pthread_join(jobs[k].t, NULL);
+	for (unsigned k = 0; k < n; k++) {
+		struct pmember *pm = &p->members[jobs[k].i];
+
+		if (jobs[k].r == 0)
+			continue;
+		/* The job's thread set its own vdp_last_error(). */
+		pthread_mutex_lock(&p->err_lock);
+		vdp_set_error("member %s: %s", pm->m->path, pm->last_error);
+		pthread_mutex_unlock(&p->err_lock);
+		return jobs[k].r;
+	}
+	return 0;
+}
+
+/* One member after another, in index order: after a crash the members
+ * that lack the newest superblock are a suffix of the list, which is what
+ * check accepts as a torn commit (fsck_super_states). */
 int pool_write_super(struct vdp_pool *p, uint64_t txid)
 {
-	struct vdp_dsuper *s;
 	int r = 0;
+
+	for (unsigned i = 0; i < p->nmembers && r == 0; i++)
+		r = pool_write_super_one(p, i, txid);
+	return r;
+}
+
+int pool_write_super_one(struct vdp_pool *p, unsigned mi, uint64_t txid)
+{
+	struct vdp_member *m = p->members[mi].m;
+	struct vdp_dsuper *s;
+	int r;
 
 	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0)
 		return -ENOMEM;
-	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
-		struct vdp_member *m = p->members[i].m;
-
-		super_build(p, i, txid, s);
-		r = m->ops->pwrite(m, s, VDP_SB_SIZE,
-				   (txid % VDP_SB_SLOTS) * VDP_SB_SIZE);
-		if (r < 0) {
-			member_error(p, &p->members[i], IO_WRITE,
-				     "superblock write", r);
-			break;
-		}
-		r = m->ops->flush(m);
-		if (r < 0)
-			member_error(p, &p->members[i], IO_FLUSH,
-				     "superblock flush", r);
-	}
+	super_build(p, mi, txid, s);
+	r = m->ops->pwrite(m, s, VDP_SB_SIZE,
+			   (txid % VDP_SB_SLOTS) * VDP_SB_SIZE);
+	if (r < 0)
+		member_error(p, &p->members[mi], IO_WRITE, "superblock write",
+			     r);
+	else if ((r = m->ops->flush(m)) < 0)
+		member_error(p, &p->members[mi], IO_FLUSH, "superblock flush",
+			     r);
 	free(s);
 	return r;
 }
@@ -745,10 +768,11 @@ err_free:
 /* ---- open --------------------------------------------------------------- */
 
 /*
- * The first member path of a pool name from the registry, or SPEC itself;
- * UUID gets the pool UUID the registry promises ("" for a path).
+ * Member path NTH (from 0) of a pool name from the registry, or SPEC itself
+ * (NTH 0 only); UUID gets the pool UUID the registry promises ("" for a
+ * path).  -ENOENT past the last one.
  */
-static int resolve_spec(const char *spec, char *path, size_t size,
+static int resolve_spec(const char *spec, unsigned nth, char *path, size_t size,
 			char uuid[37])
 {
 	char reg[PATH_MAX], line[PATH_MAX + 64];
@@ -757,7 +781,7 @@ static int resolve_spec(const char *spec, char *path, size_t size,
 	uuid[0] = 0;
 	if (strchr(spec, '/') || access(spec, F_OK) == 0) {
 		snprintf(path, size, "%s", spec);
-		return 0;
+		return nth ? -ENOENT : 0;
 	}
 	snprintf(reg, sizeof(reg), "%s/%s", vdp_registry_dir(), spec);
 	f = fopen(reg, "r");
@@ -774,7 +798,8 @@ static int resolve_spec(const char *spec, char *path, size_t size,
 		line[strcspn(line, "\n")] = 0;
 		if (sscanf(line, "# vdpool pool %63s %36s", name, uuid) == 2)
 			continue;
-		if (line[0] && line[0] != '#' && strlen(line) < size) {
+		if (line[0] && line[0] != '#' && strlen(line) < size &&
+		    nth-- == 0) {
 			memcpy(path, line, strlen(line) + 1);
 			break;
 		}
@@ -813,19 +838,23 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 	p->seed = vdp_pool_seed(p->uuid);
 	p->txid = le64toh(s->h.txid);
 	memcpy(p->name, s->name, sizeof(p->name) - 1);
-	p->extent_shift = le32toh(s->extent_shift);
-	p->nmembers = le32toh(s->nmembers);
-	p->nchunks = le32toh(s->nchunks);
-	if (p->extent_shift < VDP_MIN_EXTENT_SHIFT ||
-	    p->extent_shift > VDP_MAX_EXTENT_SHIFT || p->nmembers == 0 ||
-	    p->nmembers > VDP_MAX_MEMBERS || p->nchunks == 0 ||
-	    p->nchunks > VDP_MAX_CHUNKS) {
+	/* Checked before they reach P: pool_free walks p->members up to
+	 * p->nmembers, even after a failed open. */
+	if (le32toh(s->extent_shift) < VDP_MIN_EXTENT_SHIFT ||
+	    le32toh(s->extent_shift) > VDP_MAX_EXTENT_SHIFT ||
+	    le32toh(s->nmembers) == 0 ||
+	    le32toh(s->nmembers) > VDP_MAX_MEMBERS ||
+	    le32toh(s->nchunks) == 0 || le32toh(s->nchunks) > VDP_MAX_CHUNKS) {
 		vdp_set_error("%s: superblock has impossible values", where);
 		return -EUCLEAN;
 	}
+	p->extent_shift = le32toh(s->extent_shift);
+	p->nmembers = le32toh(s->nmembers);
+	p->nchunks = le32toh(s->nchunks);
 	p->extent_size = 1ull << p->extent_shift;
 	p->create_time = le64toh(s->create_time);
 	p->next_ino = le64toh(s->next_ino);
+	p->sb_next_ino = p->next_ino;
 	p->sb_inodes.addr = le64toh(s->inodes.addr);
 	p->sb_inodes.height = s->inodes.height;
 	p->sb_refc.addr = le64toh(s->refc.addr);
@@ -845,7 +874,8 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		if (h->ncopies < 1 || h->ncopies > 2 ||
 		    h->member[0] >= p->nmembers ||
 		    (h->ncopies == 2 && h->member[1] >= p->nmembers) ||
-		    h->lstart != p->meta_blocks || h->nblocks > (1ull << 40)) {
+		    h->lstart != p->meta_blocks || h->nblocks == 0 ||
+		    h->nblocks > (1ull << 40)) {
 			vdp_set_error("%s: superblock has a bad metadata "
 				      "chunk %u",
 				      where, c);
@@ -864,34 +894,97 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		h->kind = le32toh(d->kind);
 		h->state = le32toh(d->state);
 		memcpy(h->path, d->path, sizeof(h->path) - 1);
+		/* Without overflow: data_off + nextents extents <= size. */
 		if (h->nextents >= (1ull << VDP_PID_IDX_BITS) ||
-		    h->data_off + (h->nextents << p->extent_shift) > h->size) {
+		    h->data_off > h->size ||
+		    h->nextents > (h->size - h->data_off) >> p->extent_shift) {
 			vdp_set_error("%s: superblock has a bad record for "
 				      "member %u",
 				      where, i);
 			return -EUCLEAN;
 		}
 	}
+	/* Each copy of a chunk lies between the header area and the data
+	 * area of its member: that also bounds the metadata space, and the
+	 * allocator's map of it, by the members' sizes. */
+	for (unsigned c = 0; c < p->nchunks; c++) {
+		const struct vdp_dchunk *h = &p->chunks[c];
+
+		for (unsigned k = 0; k < h->ncopies; k++) {
+			uint64_t end = p->members[h->member[k]].d.data_off;
+
+			if (h->offset[k] < VDP_HEADER_AREA ||
+			    h->offset[k] > end ||
+			    h->nblocks >
+				    (end - h->offset[k]) / VDP_BLOCK_SIZE) {
+				vdp_set_error("%s: superblock puts metadata "
+					      "chunk %u outside the metadata "
+					      "area of member %u",
+					      where, c, h->member[k]);
+				return -EUCLEAN;
+			}
+		}
+	}
 	return 0;
 }
 
-static int tree_mark(void *ctx, const struct rnode *n, uint64_t base)
+int pool_super_decode(struct vdp_pool *p, const struct vdp_dsuper *s,
+		      unsigned slot, char *why, size_t wl)
 {
-	(void)base;
-	return mark_meta_used(ctx, n->addr);
+	int r = super_slot_check(s, slot, why, wl);
+
+	if (r == 0) {
+		r = load_super_fields(p, s, "superblock");
+		if (r < 0)
+			snprintf(why, wl, "%s", vdp_last_error());
+	}
+	return r;
 }
 
+/* Every extent with a reference is taken (rtree_load marked the blocks). */
 static int refc_mark(void *ctx, const struct rnode *n, uint64_t base)
 {
 	struct vdp_pool *p = ctx;
 	const uint32_t *c = (const uint32_t *)n->data;
-	int r = mark_meta_used(p, n->addr);
+	int r = 0;
 
 	for (unsigned i = 0; r == 0 && n->level == 0 && i < p->refc.per_leaf;
 	     i++)
-		if (c[i])
+		if (c[i]) {
 			r = mark_extent_used(p, base + i);
+			if (le32toh(c[i]) > 1)
+				p->shared = true;
+		}
 	return r;
+}
+
+/*
+ * A member may be smaller than its record says (a truncated file: check
+ * reports it, repair extends it), but open allocates a bit per recorded
+ * extent and metadata block: a record far beyond its member (damage, a
+ * forged superblock) must not claim gigabytes of memory.  Repair, which
+ * reads what it can, is let through.
+ */
+#define TRUNCATED_MAX (1ull << 40)
+
+static int check_member_sizes(struct vdp_pool *p, unsigned flags)
+{
+	for (unsigned i = 0; i < p->nmembers && !(flags & POOL_OPEN_REPAIR);
+	     i++) {
+		const struct pmember *pm = &p->members[i];
+
+		if (pm->d.size > pm->m->size &&
+		    pm->d.size - pm->m->size > TRUNCATED_MAX) {
+			vdp_set_error("pool %s: member %s is %llu bytes but "
+				      "its record says %llu, over 1 TiB more: "
+				      "a damaged superblock or a wrong member",
+				      p->name, pm->m->path,
+				      (unsigned long long)pm->m->size,
+				      (unsigned long long)pm->d.size);
+			return -EUCLEAN;
+		}
+	}
+	return 0;
 }
 
 /* Opens every member named in the superblock S read from FIRST; leaves in
@@ -922,7 +1015,9 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 			break;
 		}
 		r = super_read(pm->m, t, why, sizeof(why));
-		if (r < 0) {
+		if (r < 0 && (flags & POOL_OPEN_REPAIR)) {
+			r = 0; /* repair rewrites it */
+		} else if (r < 0) {
 			vdp_set_error("pool %s: member %s: %s", p->name,
 				      pm->d.path, why);
 		} else if (memcmp(t->h.pool_uuid, p->uuid, 16) != 0 ||
@@ -931,6 +1026,15 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 				      "of this pool",
 				      p->name, pm->d.path, i, u);
 			r = -ESTALE;
+		} else if (le64toh(t->h.txid) > p->txid &&
+			   le32toh(t->nmembers) != p->nmembers) {
+			/* Members 0..i are open: another count would leak
+			 * them or leave holes. */
+			vdp_set_error("pool %s: member %s has a newer "
+				      "superblock listing %u members, not %u",
+				      p->name, pm->d.path, le32toh(t->nmembers),
+				      p->nmembers);
+			r = -EUCLEAN;
 		} else if (le64toh(t->h.txid) > p->txid) {
 			/* A newer commit reached this member: start over
 			 * from its superblock.  The table is the same in v1. */
@@ -942,34 +1046,67 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 	return r;
 }
 
+/*
+ * Opens the member of SPEC to start from, *FIRST, and reads its newest
+ * valid superblock into S.  A repair open tries each member the registry
+ * names in turn until one has a valid superblock; other opens only the
+ * first.  On failure the error is the first member's.
+ */
+static int open_first(const char *spec, unsigned flags, char *path, size_t size,
+		      char want_uuid[37], struct vdp_member **first,
+		      struct vdp_dsuper *s)
+{
+	char why[200], err[1024] = "";
+	unsigned nth;
+	int r, r0 = 0;
+
+	for (nth = 0;; nth++) {
+		r = resolve_spec(spec, nth, path, size, want_uuid);
+		if (r < 0)
+			break;
+		r = vdp_member_open(path, flags & VDP_OPEN_RDONLY, first);
+		if (r == 0) {
+			r = super_read(*first, s, why, sizeof(why));
+			if (r == 0)
+				return 0;
+			vdp_set_error("%s: %s", path, why);
+			vdp_member_close(*first);
+			*first = NULL;
+		}
+		if (nth == 0) {
+			r0 = r;
+			snprintf(err, sizeof(err), "%s", vdp_last_error());
+		}
+		if (!(flags & POOL_OPEN_REPAIR))
+			break;
+	}
+	if (nth > 0) {
+		vdp_set_error("%s", err);
+		r = r0;
+	}
+	return r;
+}
+
 int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 {
-	char path[PATH_MAX], why[200], want_uuid[37], u[37];
+	char path[PATH_MAX], want_uuid[37], u[37];
 	struct vdp_member *first = NULL;
 	struct vdp_dsuper *s = NULL;
 	struct vdp_pool *p;
 	int r;
 
 	vdp_clear_error();
-	r = resolve_spec(spec, path, sizeof(path), want_uuid);
-	if (r < 0)
-		return r;
 	p = pool_alloc();
 	if (!p)
 		return -ENOMEM;
 	p->rdonly = flags & VDP_OPEN_RDONLY;
-	r = vdp_member_open(path, p->rdonly, &first);
-	if (r < 0)
-		goto err_free;
 	if (posix_memalign((void **)&s, 4096, sizeof(*s)) != 0) {
 		r = -ENOMEM;
-		goto err_close_first;
+		goto err_free;
 	}
-	r = super_read(first, s, why, sizeof(why));
-	if (r < 0) {
-		vdp_set_error("%s: %s", path, why);
-		goto err_close_first;
-	}
+	r = open_first(spec, flags, path, sizeof(path), want_uuid, &first, s);
+	if (r < 0)
+		goto err_free;
 	r = load_super_fields(p, s, path);
 	if (r < 0)
 		goto err_close_first;
@@ -991,6 +1128,9 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 	first = NULL; /* owned by p now */
 	if (r < 0)
 		goto err_free;
+	r = check_member_sizes(p, flags);
+	if (r < 0)
+		goto err_free;
 	if (!(flags & VDP_OPEN_NOLOCK)) {
 		r = lock_members(p, !p->rdonly);
 		if (r < 0)
@@ -999,9 +1139,13 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 	r = alloc_init(p);
 	if (r < 0)
 		goto err_free;
+	if (flags & POOL_OPEN_REPAIR) {
+		/* repair.c loads the trees itself, tolerating damage. */
+		free(s);
+		*out = p;
+		return 0;
+	}
 	r = rtree_load(p, &p->inodes, &p->sb_inodes);
-	if (r == 0)
-		r = rtree_visit(&p->inodes, tree_mark, p);
 	if (r == 0)
 		r = rtree_load(p, &p->refc, &p->sb_refc);
 	if (r == 0)

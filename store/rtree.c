@@ -191,7 +191,12 @@ static int load_node(struct vdp_pool *p, struct rtree *t, uint64_t addr,
 		free(n);
 		return -ENOMEM;
 	}
-	r = pool_meta_read(p, addr, blk, t->tree, t->owner, level);
+	/* Marked before it is read: a block named twice (a subtree shared
+	 * by forged or damaged nodes) stops the load here, where loading
+	 * first and marking later could take 504^height nodes of memory. */
+	r = mark_meta_used(p, addr);
+	if (r == 0)
+		r = pool_meta_read(p, addr, blk, t->tree, t->owner, level);
 	if (r < 0)
 		goto err;
 	n->addr = addr;

@@ -66,7 +66,9 @@ int rtree_visit(const struct rtree *t, rtree_visit_fn fn, void *ctx);
 /* Frees the memory of the tree; no effect on disk. */
 void rtree_destroy(struct rtree *t);
 
-/* Loads the whole tree at R from disk, verifying every block. */
+/* Loads the whole tree at R from disk, verifying every block, and marks
+ * each block used in the metadata allocator (mark_meta_used): a block
+ * already marked, by this tree or another, is an error (-EUCLEAN). */
 int rtree_load(struct vdp_pool *p, struct rtree *t, const struct vdp_droot *r);
 
 /* Writes every dirty node to a new block (queued in the open commit) and

@@ -123,14 +123,37 @@ void vdp_pool_problems(struct vdp_pool *p,
 void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms);
 
 /*
- * vdp_pool_check: read-only verification of every metadata block
- * (checksum, location, txid), every tree, the namespace and the extent
- * reference counts against the maps.  Prints one line per problem through
- * REPORT.  Returns the number of problems found (0 = clean) or -errno if
- * the check itself could not run.
+ * vdp_pool_check: read-only verification of every member's size and
+ * superblock slots, every copy of every metadata block (checksum,
+ * location, txid), every tree, the namespace and the extent reference
+ * counts against the maps.  Prints one line per problem through
+ * REPORT, and lines starting "note: " for what is not a problem (a
+ * superblock slot as a crash leaves it).  Returns the number of problems
+ * found (0 = clean) or -errno if the check itself could not run.
  */
 int vdp_pool_check(struct vdp_pool *p,
 		   void (*report)(void *ctx, const char *line), void *ctx);
+
+/*
+ * vdp_pool_repair: opens the pool named by SPEC exclusively (-EBUSY with
+ * vdp_last_error() set when it is mounted) and mends what check finds,
+ * from what is redundant in the pool: bad metadata copies and superblock
+ * slots are rewritten from good ones, a truncated file member is extended
+ * back to its recorded size, a metadata block with no good copy is cut out
+ * (the bytes of a disk it mapped then read as zeros; the reference counts
+ * it held are recounted), reference counts and link counts are recounted,
+ * leaked extents freed, and inodes left without a name linked into
+ * /lost+found.  Everything goes into one commit.  REPORT gets one line per
+ * change, each line only once the change is durable; PROGRESS, if not
+ * NULL, a short name of each phase as it starts.  Returns the number of
+ * changes (0: nothing to repair; then nothing was written) or -errno,
+ * with vdp_last_error() saying why: -EUCLEAN when the damage is beyond
+ * what repair mends (no member has a valid superblock, a block device
+ * member is shorter than recorded, inode 1 is not a directory).
+ */
+int vdp_pool_repair(const char *spec,
+		    void (*report)(void *ctx, const char *line),
+		    void (*progress)(void *ctx, const char *what), void *ctx);
 
 /* ---- namespace ---------------------------------------------------------- */
 
@@ -218,6 +241,16 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
  * [|KEEP_SIZE]; others -EOPNOTSUPP. */
 int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
 		  uint64_t len);
+/*
+ * vdp_copy_range: copy_file_range(2) within the pool: LEN bytes at OFF_IN
+ * of INO_IN to OFF_OUT of INO_OUT (clipped at the source's end of file).
+ * Whole extents that line up are shared, not copied: writes to either disk
+ * later copy a shared extent first (copy-on-write).  Holes stay holes.
+ * Returns the bytes copied (fewer when the pool ran full part way), or
+ * -errno: -EINVAL for overlapping ranges of one disk.
+ */
+ssize_t vdp_copy_range(struct vdp_pool *p, uint64_t ino_in, uint64_t off_in,
+		       uint64_t ino_out, uint64_t off_out, size_t len);
 /* SEEK_DATA / SEEK_HOLE per lseek(2); -ENXIO past the end. */
 int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence);
 /* fsync: every acknowledged write and every change is durable on every

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdpool.c - the administrator's command-line tool: create, mount, umount,
- * status and check of pools.
+ * status, check and repair of pools.
  *
  * Each subcommand is one function found through a table; each parses its
  * own options with getopt_long.  The tool talks to pools only through
@@ -792,29 +792,105 @@ static void check_report(void *ctx, const char *line)
 	print_text(line);
 }
 
+/* One line per phase of a repair, on a terminal only. */
+static void repair_progress(void *ctx, const char *what)
+{
+	if (isatty(STDERR_FILENO))
+		fprintf(stderr, "%s: %s...\n", (const char *)ctx, what);
+}
+
+/*
+ * check --repair: mends POOL, printing each change, then checks it again.
+ * Exit status 0 when there was nothing to repair, 1 when repaired and now
+ * clean, 4 when problems remain, 8 on operational errors.
+ */
+static int run_repair(const char *arg)
+{
+	struct vdp_statfs st;
+	struct vdp_pool *p;
+	int changes, r;
+
+	changes = vdp_pool_repair(arg, check_report, repair_progress,
+				  (void *)arg);
+	if (changes == -EBUSY) {
+		errorf(arg, "pool is mounted; unmount it first");
+		return 8;
+	}
+	if (changes == -EUCLEAN) {
+		/* Damage repair does not mend: a finding, not a failure. */
+		printf("%s\n%s: cannot repair; nothing was changed\n",
+		       vdp_last_error(), arg);
+		return 4;
+	}
+	if (changes < 0) {
+		store_error(arg, changes);
+		return 8;
+	}
+	fflush(stdout);
+	repair_progress((void *)arg, "checking the result");
+	r = vdp_pool_open(arg, VDP_OPEN_RDONLY, &p);
+	if (r < 0) {
+		printf("%s\n%s: still cannot be opened after repair\n",
+		       *vdp_last_error() ? vdp_last_error() : strerror(-r),
+		       arg);
+		return 4;
+	}
+	vdp_pool_statfs(p, &st);
+	r = vdp_pool_check(p, check_report, NULL);
+	vdp_pool_close(p);
+	if (r < 0) {
+		store_error(arg, r);
+		return 8;
+	}
+	if (r > 0) {
+		printf("%s: %d change%s made, %d problem%s left\n", arg,
+		       changes, changes == 1 ? "" : "s", r, r == 1 ? "" : "s");
+		return 4;
+	}
+	if (changes == 0) {
+		printf("%s: clean, nothing to repair, %" PRIu64 " inode%s, "
+		       "%" PRIu64 "/%" PRIu64 " extents\n",
+		       arg, st.inodes, st.inodes == 1 ? "" : "s",
+		       st.total_extents - st.free_extents, st.total_extents);
+		return 0;
+	}
+	printf("%s: repaired, %d change%s; clean now, %" PRIu64 " inode%s, "
+	       "%" PRIu64 "/%" PRIu64 " extents\n",
+	       arg, changes, changes == 1 ? "" : "s", st.inodes,
+	       st.inodes == 1 ? "" : "s", st.total_extents - st.free_extents,
+	       st.total_extents);
+	return 1;
+}
+
 static int cmd_check(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"verbose", no_argument, NULL, 'v'},
+		{"repair", no_argument, NULL, 'R'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	struct timespec t0, t1;
 	struct vdp_statfs st;
 	struct vdp_pool *p;
-	bool verbose = false;
+	bool verbose = false, repair = false;
 	const char *arg;
 	char b[32];
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, ":vh", opts, NULL)) != -1) {
-		if (c != 'v')
+		if (c == 'R')
+			repair = true;
+		else if (c == 'v')
+			verbose = true;
+		else
 			return option_error(c, argv);
-		verbose = true;
 	}
 	if (argc - optind != 1)
 		return usage_error("expected one POOL");
 	arg = argv[optind];
+	if (repair)
+		return run_repair(arg);
 
 	r = vdp_pool_open(arg, VDP_OPEN_RDONLY, &p);
 	if (r == -EBUSY) {
@@ -898,13 +974,16 @@ static const struct command commands[] = {
 	 "      --json              one JSON object, for scripts\n"
 	 "  -h, --help              show this help\n",
 	 2},
-	{"check", cmd_check, "verify the metadata of an unmounted pool",
-	 " [-v] POOL\n"
+	{"check", cmd_check, "verify (or repair) an unmounted pool",
+	 " [-v] [--repair] POOL\n"
 	 "Verify, read-only, every metadata block, tree, directory and\n"
 	 "reference count of an unmounted POOL; print each problem found.\n"
-	 "Exit status: 0 clean, 4 problems found, 8 operational error,\n"
-	 "16 usage error.\n\n"
+	 "With --repair, mend what can be mended from the pool's redundant\n"
+	 "metadata in one commit, print each change, then check again.\n"
+	 "Exit status: 0 clean (nothing repaired), 1 repaired and clean now,\n"
+	 "4 problems found or left, 8 operational error, 16 usage error.\n\n"
 	 "  -v, --verbose           say what is checked and how long it took\n"
+	 "      --repair            repair the pool (see vdpool(8), Repair)\n"
 	 "  -h, --help              show this help\n",
 	 16},
 };

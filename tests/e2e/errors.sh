@@ -277,6 +277,14 @@ if [ "$rc" -eq 0 ]; then
 	daemon_pid "$MNT" >>"$VDP_TMP/pids"
 	ls "$MNT" >/dev/null || die "cannot list the root after a fallback"
 	vdp_umount "$MNT"
+	# The pool went back one commit: check says so, repair rewrites the
+	# slots (tests/e2e/repair.sh tests repair itself).
+	rc=0
+	"$VDPOOL" check p1 >&2 || rc=$?
+	assert_eq "$rc" 4 "exit status of check with the newest slots bad"
+	rc=0
+	"$VDPOOL" check --repair p1 >&2 || rc=$?
+	assert_eq "$rc" 1 "exit status of check --repair"
 	vdp_check p1
 else
 	assert_eq "$(wc -l <"$ERR")" 1 "lines on stderr"
