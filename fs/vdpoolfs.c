@@ -572,6 +572,41 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 				(uint64_t)len));
 }
 
+/*
+ * copy_file_range between two disks of this mount: the store shares whole
+ * extents (a clone in milliseconds) and copies the rest.  The kernel sends
+ * it only within one FUSE mount; elsewhere it copies through the page cache
+ * itself.  The reply's byte count is 32 bits: a longer request is answered
+ * in part, and callers (cp, qemu-img) continue.
+ */
+static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+			       off_t off_out, struct fuse_file_info *fi_out,
+			       size_t len, int flags)
+{
+	const size_t max = 1u << 30;
+	ssize_t n;
+
+	(void)fi_in;
+	(void)fi_out;
+	if (flags) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (len > max)
+		len = max;
+	if (off_in < 0 || bad_range(off_out, len)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = vdp_copy_range(fs_of(req)->pool, ino_in, (uint64_t)off_in, ino_out,
+			   (uint64_t)off_out, len);
+	if (n < 0)
+		reply_err(req, "copy_file_range", ino_out, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
 /* The kernel answers SEEK_SET/CUR/END itself and sends only DATA/HOLE. */
 static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
@@ -904,6 +939,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.removexattr = fs_removexattr,
 	.fallocate = fs_fallocate,
 	.lseek = fs_lseek,
+	.copy_file_range = fs_copy_file_range,
 };
 
 /* ---- command line ---- */

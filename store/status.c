@@ -49,7 +49,9 @@ static void put(struct sbuf *b, const char *fmt, ...)
 		return;
 	for (;;) {
 		va_start(ap, fmt);
-		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		/* NULL + 0 is undefined: no buffer yet means no pointer. */
+		n = vsnprintf(b->s ? b->s + b->len : NULL, b->cap - b->len, fmt,
+			      ap);
 		va_end(ap);
 		if (n < 0) {
 			b->err = -EINVAL;
@@ -171,24 +173,48 @@ struct disk_ctx {
 	struct vdp_pool *p;
 	struct sbuf *b;
 	bool json, first;
+	uint64_t mapped; /* map entries of all disks */
+	uint64_t shared; /* of this disk: extents another entry names too */
 };
+
+static int count_shared(void *arg, const struct rnode *n, uint64_t base)
+{
+	struct disk_ctx *c = arg;
+	const uint64_t *e = (const uint64_t *)n->data;
+
+	(void)base;
+	if (n->level == 0)
+		for (unsigned i = 0; i < VDP_PAYLOAD / 8; i++)
+			if (e[i] && extent_refcount(c->p, le64toh(e[i])) > 1)
+				c->shared++;
+	return 0;
+}
 
 static int put_disk(void *arg, const char *path, struct vnode *v)
 {
 	struct disk_ctx *c = arg;
-	uint64_t alloc = v->d.nalloc * c->p->extent_size;
-	char h1[32], h2[32];
+	uint64_t es = c->p->extent_size, alloc = v->d.nalloc * es;
+	char h1[32], h2[32], h3[32];
 
+	c->shared = 0;
+	if (atomic_load(&c->p->shared))
+		rtree_visit(&v->data, count_shared, c);
+	c->mapped += v->d.nalloc;
 	if (c->json) {
 		put(c->b, "%s{\"path\":", c->first ? "" : ",");
 		put_json_str(c->b, path);
-		put(c->b, ",\"ino\":%llu,\"size\":%llu,\"allocated\":%llu}",
+		put(c->b,
+		    ",\"ino\":%llu,\"size\":%llu,\"allocated\":%llu,"
+		    "\"shared\":%llu,\"exclusive\":%llu}",
 		    (unsigned long long)v->ino, (unsigned long long)v->d.size,
-		    (unsigned long long)alloc);
+		    (unsigned long long)alloc,
+		    (unsigned long long)(c->shared * es),
+		    (unsigned long long)(alloc - c->shared * es));
 	} else {
 		human(v->d.size, h1, sizeof(h1));
 		human(alloc, h2, sizeof(h2));
-		put(c->b, "  %-40s %12s %12s\n", path, h1, h2);
+		human(c->shared * es, h3, sizeof(h3));
+		put(c->b, "  %-40s %12s %12s %12s\n", path, h1, h2, h3);
 	}
 	c->first = false;
 	return 0;
@@ -200,7 +226,7 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	struct vdp_statfs st;
 	char u[37], h1[32], h2[32], h3[32];
 	const uint8_t *id = p->uuid;
-	uint64_t cap, used;
+	uint64_t cap, used, saved;
 
 	vdp_pool_statfs(p, &st);
 	cap = st.total_extents * st.extent_size;
@@ -277,15 +303,26 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	}
 	if (!json)
 		vdp_pool_problems(p, put_problem, &b);
-	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s\n", "disk",
-	    "size", "allocated");
+	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s %12s\n", "disk",
+	    "size", "allocated", "shared");
 	struct disk_ctx dc = {.p = p, .b = &b, .json = json, .first = true};
 
 	ns_walk_files(p, put_disk, &dc);
 	pthread_mutex_unlock(&p->meta_lock);
+	/* Every map entry beyond the first of an extent is space saved. */
+	saved = dc.mapped > used / st.extent_size
+			? (dc.mapped - used / st.extent_size) * st.extent_size
+			: 0;
+	if (json) {
+		put(&b, "],\"saved_by_sharing\":%llu",
+		    (unsigned long long)saved);
+	} else {
+		human(saved, h1, sizeof(h1));
+		put(&b, "\n  saved by sharing extents: %s\n", h1);
+	}
 	if (json)
 		put(&b,
-		    "],\"io\":{\"reads\":%llu,\"writes\":%llu,"
+		    ",\"io\":{\"reads\":%llu,\"writes\":%llu,"
 		    "\"bytes_read\":%llu,\"bytes_written\":%llu,"
 		    "\"commits\":%llu,\"errors\":%llu}}\n",
 		    (unsigned long long)p->n_reads,

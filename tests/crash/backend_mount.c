@@ -198,6 +198,18 @@ static int mt_fallocate(struct backend *b, int64_t h, int mode, uint64_t off,
 	return fallocate((int)h, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
 }
 
+/* The copy_file_range(2) system call: on this mount, the daemon's FUSE
+ * copy_file_range, which shares extents. */
+static ssize_t mt_copy(struct backend *b, int64_t in, uint64_t off_in,
+		       int64_t out, uint64_t off_out, size_t len)
+{
+	loff_t i = (loff_t)off_in, o = (loff_t)off_out;
+	ssize_t n = copy_file_range((int)in, &i, (int)out, &o, len, 0);
+
+	(void)b;
+	return n < 0 ? -errno : n;
+}
+
 static int mt_fsync(struct backend *b, int64_t h, bool datasync)
 {
 	int fd = h < 0 ? mb_of(b)->rootfd : (int)h;
@@ -322,6 +334,7 @@ static const struct backend_ops mount_ops = {
 	.pread = mt_pread,
 	.truncate = mt_truncate,
 	.fallocate = mt_fallocate,
+	.copy = mt_copy,
 	.fsync = mt_fsync,
 	.size = mt_size,
 	.list = mt_list,

@@ -95,6 +95,13 @@ static int st_fallocate(struct backend *b, int64_t h, int mode, uint64_t off,
 	return vdp_fallocate(pool_of(b), (uint64_t)h, mode, off, len);
 }
 
+static ssize_t st_copy(struct backend *b, int64_t in, uint64_t off_in,
+		       int64_t out, uint64_t off_out, size_t len)
+{
+	return vdp_copy_range(pool_of(b), (uint64_t)in, off_in, (uint64_t)out,
+			      off_out, len);
+}
+
 static int st_fsync(struct backend *b, int64_t h, bool datasync)
 {
 	return vdp_fsync(pool_of(b), h < 0 ? VDP_ROOT_INO : (uint64_t)h,
@@ -190,6 +197,7 @@ static const struct backend_ops store_ops = {
 	.pread = st_pread,
 	.truncate = st_truncate,
 	.fallocate = st_fallocate,
+	.copy = st_copy,
 	.fsync = st_fsync,
 	.size = st_size,
 	.list = st_list,

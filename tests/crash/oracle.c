@@ -4,14 +4,15 @@
  * namespace states since the last sync.
  *
  * A sector value ("version") is a list of fragments: bytes [a, b) of the
- * sector are write W's bytes at those offsets, W = 0 meaning zeros.  A
- * write's bytes are a pure function of (seed, W, absolute offset), so a
- * version is the same whichever sector it sits in, and the version "all of
- * write W" is shared by every sector W covers.  Partial sectors (unaligned
- * writes, punches, a size that is not a multiple of 512) get versions of
- * their own.  Each sector holds its current version and, once changed
- * since the last sync, a list of candidates: the version it had at the
- * sync plus every version given to it since.
+ * sector are write W's bytes at those offsets plus a shift (0 unless a copy
+ * moved them), W = 0 meaning zeros.  A write's bytes are a pure function of
+ * (seed, W, absolute offset), so a version is the same whichever sector it
+ * sits in, and the version "all of write W" is shared by every sector W
+ * covers.  Partial sectors (unaligned writes, punches, a size that is not a
+ * multiple of 512) get versions of their own, and so do sectors a copy
+ * shifted.  Each sector holds its current version and, once changed since
+ * the last sync, a list of candidates: the version it had at the sync plus
+ * every version given to it since.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,12 @@
 
 #define TAG_MAGIC "VDPCRSH1"
 
+/* Byte x in [a, b) of sector S is write W's byte at S * SECTOR + x + shift
+ * (shift 0 for zeros). */
 struct frag {
 	uint16_t a, b; /* byte range in the sector */
 	uint32_t w;    /* write, 0 = zeros */
+	int64_t shift; /* source offset - destination offset of the copies */
 };
 
 struct ver {
@@ -39,10 +43,17 @@ struct sect {
 	uint32_t extra; /* candidate list, 0 = unchanged since the sync */
 };
 
+#define VEC(T)                                                                 \
+	struct {                                                               \
+		T *v;                                                          \
+		size_t n, cap;                                                 \
+	}
+
 struct odisk {
 	uint64_t ino, size;
 	struct sect *s;
 	uint64_t nsect;
+	VEC(uint32_t) from; /* disks whose bytes copies brought here */
 };
 
 struct wrec {
@@ -54,7 +65,7 @@ struct wrec {
 struct nsent {
 	char name[NAME_LEN];
 	uint32_t disk;
-	uint64_t size;
+	uint64_t size, size_max; /* a copy growing the disk: a range */
 };
 
 struct nstate {
@@ -67,8 +78,8 @@ struct touch {
 };
 
 struct undo {
+	uint32_t disk, old;
 	uint64_t sec;
-	uint32_t old;
 };
 
 /* The tag at the start of every sector a write starts. */
@@ -78,12 +89,6 @@ struct tag {
 	uint64_t sec, check;
 };
 
-#define VEC(T)                                                                 \
-	struct {                                                               \
-		T *v;                                                          \
-		size_t n, cap;                                                 \
-	}
-
 struct oracle {
 	uint64_t seed;
 	VEC(struct odisk) disks; /* index = id - 1 */
@@ -92,8 +97,7 @@ struct oracle {
 	VEC(struct ver) vers; /* [0] = zeros */
 	VEC(struct cand) cands;
 	VEC(struct touch) touched;
-	VEC(struct undo) undo;
-	uint32_t undo_w;
+	VEC(struct undo) undo;	 /* the last data call's changes */
 	VEC(struct nsent) names; /* current: name -> disk */
 	VEC(struct nsent) ents;	 /* entries of the recorded states */
 	VEC(struct nstate) states;
@@ -140,7 +144,7 @@ struct oracle *oracle_new(uint64_t seed)
 {
 	struct oracle *o = calloc(1, sizeof(*o));
 	struct wrec none = {0};
-	struct frag z = {0, SECTOR, 0};
+	struct frag z = {0, SECTOR, 0, 0};
 	struct ver zv = {0, 1};
 	struct cand c0 = {0, 0};
 
@@ -161,8 +165,10 @@ void oracle_free(struct oracle *o)
 {
 	if (!o)
 		return;
-	for (size_t i = 0; i < o->disks.n; i++)
+	for (size_t i = 0; i < o->disks.n; i++) {
 		free(o->disks.v[i].s);
+		free(o->disks.v[i].from.v);
+	}
 	free(o->disks.v);
 	free(o->writes.v);
 	free(o->frags.v);
@@ -216,8 +222,12 @@ static int ent_cmp(const void *a, const void *b)
 		      ((const struct nsent *)b)->name);
 }
 
-/* Records the current namespace as a state unless it equals the last. */
-static void snapshot(struct oracle *o)
+/*
+ * Records the current namespace as a state unless it equals the last; in
+ * it, disk GROW (0: none) has any size in [LO, HI].
+ */
+static void snapshot_range(struct oracle *o, uint32_t grow, uint64_t lo,
+			   uint64_t hi)
 {
 	const struct nstate *last = &o->states.v[o->states.n - 1];
 	struct nstate s = {o->ents.n, o->names.n};
@@ -226,7 +236,11 @@ static void snapshot(struct oracle *o)
 	for (size_t i = 0; i < o->names.n; i++) {
 		struct nsent e = o->names.v[i];
 
-		e.size = disk_of(o, e.disk)->size;
+		e.size = e.size_max = disk_of(o, e.disk)->size;
+		if (grow && e.disk == grow) {
+			e.size = lo;
+			e.size_max = hi;
+		}
 		PUSH(o->ents, e);
 	}
 	qsort(o->ents.v + s.at, s.n, sizeof(struct nsent), ent_cmp);
@@ -235,13 +249,18 @@ static void snapshot(struct oracle *o)
 		const struct nsent *y = &o->ents.v[s.at + i];
 
 		same = !strcmp(x->name, y->name) && x->disk == y->disk &&
-		       x->size == y->size;
+		       x->size == y->size && x->size_max == y->size_max;
 	}
 	if (same) {
 		o->ents.n = s.at;
 		return;
 	}
 	PUSH(o->states, s);
+}
+
+static void snapshot(struct oracle *o)
+{
+	snapshot_range(o, 0, 0, 0);
 }
 
 /* NAME names DISK (0: NAME goes), without recording a state. */
@@ -310,7 +329,7 @@ static uint32_t ver_new(struct oracle *o, const struct frag *f, size_t n)
 /* The version "all of write W". */
 static uint32_t ver_whole(struct oracle *o, uint32_t w)
 {
-	struct frag f = {0, SECTOR, w};
+	struct frag f = {0, SECTOR, w, 0};
 
 	if (w == 0)
 		return 0;
@@ -319,49 +338,66 @@ static uint32_t ver_whole(struct oracle *o, uint32_t w)
 	return o->writes.v[w].whole;
 }
 
+/* Appends F (cut to [lo, hi), moved by MOVE bytes) to OUT, merging it with
+ * an equal neighbour unless at CUT. */
+static void frag_push(struct frag *out, size_t *n, struct frag f, unsigned lo,
+		      unsigned hi, int move, int cut)
+{
+	if (f.a < lo)
+		f.a = (uint16_t)lo;
+	if (f.b > hi)
+		f.b = (uint16_t)hi;
+	if (f.a >= f.b)
+		return;
+	f.a = (uint16_t)(f.a + move);
+	f.b = (uint16_t)(f.b + move);
+	if (f.w == 0)
+		f.shift = 0;
+	if (*n && out[*n - 1].w == f.w && out[*n - 1].shift == f.shift &&
+	    out[*n - 1].b == f.a && f.a != cut)
+		out[*n - 1].b = f.b;
+	else
+		out[(*n)++] = f;
+}
+
+/*
+ * Version BASE with bytes [a, b) replaced by bytes [sa, sa + b - a) of
+ * version SRC, whose writes' bytes move by SHIFT more (a copy from SHIFT
+ * bytes further on).  CUT: [a, b) stays a fragment of its own at a even
+ * where equal bytes precede it (the piece is written apart from them and
+ * may come back without them).
+ */
+static uint32_t ver_splice(struct oracle *o, uint32_t base, unsigned a,
+			   unsigned b, uint32_t src, unsigned sa, int64_t shift,
+			   bool cut)
+{
+	struct frag out[SECTOR];
+	struct ver bv = o->vers.v[base], sv = o->vers.v[src];
+	size_t n = 0;
+
+	for (uint32_t i = 0; i < bv.n; i++)
+		frag_push(out, &n, o->frags.v[bv.at + i], 0, a, 0, -1);
+	for (uint32_t i = 0; i < sv.n; i++) {
+		struct frag f = o->frags.v[sv.at + i];
+
+		f.shift += shift;
+		frag_push(out, &n, f, sa, sa + (b - a), (int)a - (int)sa,
+			  cut ? (int)a : -1);
+	}
+	for (uint32_t i = 0; i < bv.n; i++)
+		frag_push(out, &n, o->frags.v[bv.at + i], b, SECTOR, 0, -1);
+	if (n == 1 && out[0].shift == 0)
+		return ver_whole(o, out[0].w);
+	return ver_new(o, out, n);
+}
+
 /* Version BASE with bytes [a, b) replaced by write W's. */
 static uint32_t ver_apply(struct oracle *o, uint32_t base, unsigned a,
 			  unsigned b, uint32_t w)
 {
-	struct frag out[SECTOR + 2];
-	struct ver bv = o->vers.v[base];
-	size_t n = 0;
-
 	if (a == 0 && b == SECTOR)
 		return ver_whole(o, w);
-	for (int pass = 0; pass < 3; pass++) {
-		if (pass == 1) {
-			out[n++] = (struct frag){(uint16_t)a, (uint16_t)b, w};
-			continue;
-		}
-		unsigned lo = pass == 0 ? 0 : b, hi = pass == 0 ? a : SECTOR;
-
-		for (uint32_t i = 0; i < bv.n; i++) {
-			struct frag f = o->frags.v[bv.at + i];
-
-			if (f.a < lo)
-				f.a = (uint16_t)lo;
-			if (f.b > hi)
-				f.b = (uint16_t)hi;
-			if (f.a >= f.b)
-				continue;
-			if (n && out[n - 1].w == f.w && out[n - 1].b == f.a)
-				out[n - 1].b = f.b;
-			else
-				out[n++] = f;
-		}
-	}
-	/* Merge the new fragment with equal neighbours. */
-	size_t m = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (m && out[m - 1].w == out[i].w && out[m - 1].b == out[i].a)
-			out[m - 1].b = out[i].b;
-		else
-			out[m++] = out[i];
-	}
-	if (m == 1)
-		return ver_whole(o, out[0].w);
-	return ver_new(o, out, m);
+	return ver_splice(o, base, a, b, ver_whole(o, w), a, 0, false);
 }
 
 /* Sector SEC of write W's bytes (tag included where W starts it). */
@@ -388,21 +424,38 @@ static void gen_sector(const struct oracle *o, uint32_t w, uint64_t sec,
 	memcpy(out, q, SECTOR);
 }
 
+/* Write W's LEN bytes at absolute offset OFF. */
+static void fill_bytes(const struct oracle *o, uint32_t w, uint64_t off,
+		       size_t len, uint8_t *out)
+{
+	uint8_t tmp[SECTOR];
+	uint64_t end = off + len;
+
+	for (uint64_t sec = off / SECTOR; sec * SECTOR < end; sec++) {
+		uint64_t s0 = sec * SECTOR;
+		uint64_t a = off > s0 ? off : s0;
+		uint64_t b = end < s0 + SECTOR ? end : s0 + SECTOR;
+
+		gen_sector(o, w, sec, tmp);
+		memcpy(out + (a - off), tmp + (a - s0), b - a);
+	}
+}
+
 static void ver_gen(const struct oracle *o, uint32_t v, uint64_t sec,
 		    uint8_t *out)
 {
 	struct ver vv = o->vers.v[v];
-	uint8_t tmp[SECTOR];
 
 	for (uint32_t i = 0; i < vv.n; i++) {
 		struct frag f = o->frags.v[vv.at + i];
 
-		if (f.w == 0) {
+		if (f.w == 0)
 			memset(out + f.a, 0, f.b - f.a);
-			continue;
-		}
-		gen_sector(o, f.w, sec, tmp);
-		memcpy(out + f.a, tmp + f.a, f.b - f.a);
+		else
+			fill_bytes(o, f.w,
+				   (uint64_t)((int64_t)(sec * SECTOR + f.a) +
+					      f.shift),
+				   f.b - f.a, out + f.a);
 	}
 }
 
@@ -414,9 +467,12 @@ static void ver_describe(const struct oracle *o, uint32_t v, char *s, size_t sl)
 	s[0] = 0;
 	for (uint32_t i = 0; i < vv.n && at < sl; i++) {
 		struct frag f = o->frags.v[vv.at + i];
-		char w[24];
+		char w[40];
 
-		if (f.w)
+		if (f.w && f.shift)
+			snprintf(w, sizeof(w), "w%u@%+lld", f.w,
+				 (long long)f.shift);
+		else if (f.w)
 			snprintf(w, sizeof(w), "w%u", f.w);
 		else
 			snprintf(w, sizeof(w), "zeros");
@@ -462,12 +518,13 @@ static uint32_t cand_push(struct oracle *o, uint32_t v, uint32_t next)
 	return (uint32_t)(o->cands.n - 1);
 }
 
-/* Sector SEC of disk ID takes version V: it joins the candidates. */
-static void sect_set(struct oracle *o, uint32_t id, uint64_t sec, uint32_t v)
+/* Version V joins the candidates of sector SEC of disk ID (whose current
+ * version stays one). */
+static void sect_cand(struct oracle *o, uint32_t id, uint64_t sec, uint32_t v)
 {
 	struct sect *s = &disk_of(o, id)->s[sec];
 
-	if (s->live == v)
+	if (s->live == v && !s->extra)
 		return;
 	if (!s->extra) {
 		struct touch t = {id, sec};
@@ -477,7 +534,20 @@ static void sect_set(struct oracle *o, uint32_t id, uint64_t sec, uint32_t v)
 	}
 	if (!in_list(o, s->extra, v))
 		s->extra = cand_push(o, v, s->extra);
-	s->live = v;
+}
+
+/* Sector SEC of disk ID takes version V: it joins the candidates, and the
+ * old one is kept for oracle_settle. */
+static void sect_set(struct oracle *o, uint32_t id, uint64_t sec, uint32_t v)
+{
+	struct sect *s = &disk_of(o, id)->s[sec];
+	struct undo u = {id, s->live, sec};
+
+	if (s->live == v)
+		return;
+	PUSH(o->undo, u);
+	sect_cand(o, id, sec, v);
+	disk_of(o, id)->s[sec].live = v;
 }
 
 /* Gives [off, off + len) of disk ID write W's bytes (W = 0: zeros). */
@@ -494,16 +564,9 @@ static void apply(struct oracle *o, uint32_t id, uint64_t off, uint64_t len,
 		uint64_t s0 = sec * SECTOR;
 		unsigned a = off > s0 ? (unsigned)(off - s0) : 0;
 		unsigned b = end < s0 + SECTOR ? (unsigned)(end - s0) : SECTOR;
-		uint32_t old = d->s[sec].live;
-		uint32_t v = ver_apply(o, old, a, b, w);
+		uint32_t v = ver_apply(o, d->s[sec].live, a, b, w);
 
-		if (w) {
-			struct undo u = {sec, old};
-
-			PUSH(o->undo, u);
-		}
 		sect_set(o, id, sec, v);
-		d = disk_of(o, id); /* ver_apply may not move it, but be safe */
 	}
 }
 
@@ -515,7 +578,6 @@ uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off, size_t len)
 	PUSH(o->writes, r);
 	w = (uint32_t)(o->writes.n - 1);
 	o->undo.n = 0;
-	o->undo_w = w;
 	apply(o, disk, off, len, w);
 	return w;
 }
@@ -523,17 +585,7 @@ uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off, size_t len)
 void oracle_fill(const struct oracle *o, uint32_t w, uint64_t off, size_t len,
 		 void *buf)
 {
-	uint8_t tmp[SECTOR], *out = buf;
-	uint64_t end = off + len;
-
-	for (uint64_t sec = off / SECTOR; sec * SECTOR < end; sec++) {
-		uint64_t s0 = sec * SECTOR;
-		uint64_t a = off > s0 ? off : s0;
-		uint64_t b = end < s0 + SECTOR ? end : s0 + SECTOR;
-
-		gen_sector(o, w, sec, tmp);
-		memcpy(out + (a - off), tmp + (a - s0), b - a);
-	}
+	fill_bytes(o, w, off, len, buf);
 }
 
 void oracle_zero(struct oracle *o, uint32_t disk, uint64_t off, uint64_t len)
@@ -541,7 +593,6 @@ void oracle_zero(struct oracle *o, uint32_t disk, uint64_t off, uint64_t len)
 	uint64_t size = disk_of(o, disk)->size;
 
 	o->undo.n = 0;
-	o->undo_w = 0;
 	/* Past the end of file every byte is zero already. */
 	if (off >= size)
 		return;
@@ -562,6 +613,141 @@ void oracle_set_size(struct oracle *o, uint32_t disk, uint64_t size)
 	snapshot(o);
 }
 
+/* ---- copies -------------------------------------------------------------- */
+
+/* Whether disk ID may hold disk FROM's bytes because copies brought them
+ * (FROM == ID: a copy within the disk moved them). */
+static bool came_from(const struct oracle *o, uint32_t id, uint32_t from)
+{
+	const struct odisk *d = disk_of(o, id);
+
+	for (size_t i = 0; i < d->from.n; i++)
+		if (d->from.v[i] == from)
+			return true;
+	return false;
+}
+
+static void add_from(struct oracle *o, uint32_t id, uint32_t from)
+{
+	if (!came_from(o, id, from))
+		PUSH(disk_of(o, id)->from, from);
+}
+
+#define MEMO_CAP 8192
+
+/* A copy's versions of whole source sectors, by source version (the same
+ * write moved by the same shift is one version, not one per sector). */
+struct memo {
+	uint32_t key[MEMO_CAP], val[MEMO_CAP]; /* key: version + 1 */
+	size_t n;
+};
+
+/* BASE with bytes [x, y) from bytes [sa, ..) of source version V. */
+static uint32_t moved(struct oracle *o, struct memo *m, uint32_t base,
+		      unsigned x, unsigned y, uint32_t v, unsigned sa,
+		      int64_t shift)
+{
+	size_t h;
+
+	/* Past a source sector's start (X > 0 but SA = 0) the copy may
+	 * have moved the two source sectors apart. */
+	if (x != 0 || y != SECTOR || sa != 0)
+		return ver_splice(o, base, x, y, v, sa, shift,
+				  x > 0 && sa == 0);
+	for (h = (v * 2654435761u) & (MEMO_CAP - 1); m->key[h];
+	     h = (h + 1) & (MEMO_CAP - 1))
+		if (m->key[h] == v + 1)
+			return m->val[h];
+	uint32_t r = ver_splice(o, base, x, y, v, sa, shift, false);
+
+	if (m->n < MEMO_CAP / 2) {
+		m->key[h] = v + 1;
+		m->val[h] = r;
+		m->n++;
+	}
+	return r;
+}
+
+void oracle_copy(struct oracle *o, uint32_t src, uint64_t off_in, uint32_t dst,
+		 uint64_t off_out, uint64_t len)
+{
+	const int64_t shift = (int64_t)off_in - (int64_t)off_out;
+	uint64_t s0 = off_in / SECTOR, ns, end = off_out + len, old;
+	struct sect *snap;
+	struct memo *m;
+	size_t nfrom;
+
+	o->undo.n = 0;
+	if (!len)
+		return;
+	/* The source as it is now (a copy within one disk changes sectors
+	 * next to the ones it reads). */
+	ns = (off_in + len - 1) / SECTOR - s0 + 1;
+	snap = malloc(ns * sizeof(*snap));
+	m = calloc(1, sizeof(*m));
+	if (!snap || !m) {
+		fprintf(stderr, "crashtest: out of memory\n");
+		exit(2);
+	}
+	ensure_sectors(disk_of(o, src), s0 + ns);
+	memcpy(snap, disk_of(o, src)->s + s0, ns * sizeof(*snap));
+	ensure_sectors(disk_of(o, dst), (end + SECTOR - 1) / SECTOR);
+	for (uint64_t t = off_out / SECTOR; t * SECTOR < end; t++) {
+		uint64_t t0 = t * SECTOR;
+		struct {
+			unsigned x, y, sa;
+			uint64_t k;
+		} pc[2];
+		unsigned np = 0;
+		uint32_t v = disk_of(o, dst)->s[t].live;
+
+		/* Bytes [a, b) of this sector come from one source sector
+		 * or, when the shift is not a multiple of SECTOR, two. */
+		for (unsigned x = off_out > t0 ? (unsigned)(off_out - t0) : 0,
+			      b = end - t0 < SECTOR ? (unsigned)(end - t0)
+						    : SECTOR;
+		     x < b;) {
+			uint64_t at = (uint64_t)((int64_t)(t0 + x) + shift);
+			unsigned sa = (unsigned)(at % SECTOR);
+			unsigned y =
+				x + (SECTOR - sa) < b ? x + (SECTOR - sa) : b;
+
+			pc[np].x = x;
+			pc[np].y = y;
+			pc[np].sa = sa;
+			pc[np++].k = at / SECTOR - s0;
+			x = y;
+		}
+		for (unsigned i = 0; i < np; i++)
+			v = moved(o, m, v, pc[i].x, pc[i].y, snap[pc[i].k].live,
+				  pc[i].sa, shift);
+		sect_set(o, dst, t, v);
+		/* Whatever else the source sector could hold. */
+		for (unsigned i = 0; i < np; i++)
+			for (uint32_t c = snap[pc[i].k].extra; c;
+			     c = o->cands.v[c].next)
+				if (o->cands.v[c].ver != snap[pc[i].k].live)
+					sect_cand(o, dst, t,
+						  moved(o, m, v, pc[i].x,
+							pc[i].y,
+							o->cands.v[c].ver,
+							pc[i].sa, shift));
+	}
+	free(snap);
+	free(m);
+	add_from(o, dst, src);
+	nfrom = disk_of(o, src)->from.n;
+	for (size_t i = 0; i < nfrom; i++)
+		add_from(o, dst, disk_of(o, src)->from.v[i]);
+	old = disk_of(o, dst)->size;
+	if (end > old) {
+		/* Caught part way, the copy leaves any size in between. */
+		disk_of(o, dst)->size = end;
+		snapshot_range(o, dst, old, end);
+		snapshot(o);
+	}
+}
+
 static void describe_got(const struct oracle *o, uint32_t disk, uint64_t sec,
 			 const uint8_t *got, size_t visible, char *s, size_t sl)
 {
@@ -578,10 +764,16 @@ static void describe_got(const struct oracle *o, uint32_t disk, uint64_t sec,
 		memcpy(&t, got, sizeof(t));
 		if (!memcmp(t.magic, TAG_MAGIC, 8) &&
 		    t.check == tag_check(o->seed, t.disk, t.w, t.sec)) {
+			/* Bytes of another disk, or moved, are legitimate
+			 * only where copies brought them. */
+			bool copied = came_from(o, disk, t.disk);
+
 			snprintf(s, sl, "w%u of disk %u sector %llu%s%s", t.w,
 				 t.disk, (unsigned long long)t.sec,
-				 t.disk != disk ? " (ANOTHER DISK'S DATA)" : "",
-				 t.sec != sec ? " (misplaced)" : "");
+				 t.disk == disk ? ""
+				 : copied	? " (copied from that disk)"
+						: " (ANOTHER DISK'S DATA)",
+				 t.sec != sec && !copied ? " (misplaced)" : "");
 			return;
 		}
 	}
@@ -610,44 +802,39 @@ static size_t first_diff(const struct oracle *o, uint32_t v, uint64_t sec,
 	return i;
 }
 
-int oracle_settle(struct oracle *o, uint32_t w, uint64_t sec,
+int oracle_settle(struct oracle *o, uint32_t disk, uint64_t sec,
 		  const uint8_t *got, size_t visible, char *why, size_t wl)
 {
-	const struct odisk *d = disk_of(o, o->writes.v[w].disk);
+	const struct odisk *d = disk_of(o, disk);
 	char a[96], b[96], g[160];
 
-	if (o->undo_w != w) {
-		snprintf(why, wl, "internal: settle of w%u after w%u", w,
-			 o->undo_w);
-		return -1;
-	}
 	for (size_t i = 0; i < o->undo.n; i++) {
-		struct sect *s = &d->s[o->undo.v[i].sec];
+		struct sect *s = &d->s[sec];
+		uint32_t old = o->undo.v[i].old;
 
-		if (o->undo.v[i].sec != sec)
+		if (o->undo.v[i].sec != sec || o->undo.v[i].disk != disk)
 			continue;
 		if (!visible) {
-			s->live = o->undo.v[i].old;
+			s->live = old;
 			return 0;
 		}
 		if (ver_matches(o, s->live, sec, got, visible))
 			return 0;
-		if (ver_matches(o, o->undo.v[i].old, sec, got, visible)) {
-			s->live = o->undo.v[i].old;
+		if (ver_matches(o, old, sec, got, visible)) {
+			s->live = old;
 			return 0;
 		}
 		ver_describe(o, s->live, a, sizeof(a));
-		ver_describe(o, o->undo.v[i].old, b, sizeof(b));
-		describe_got(o, o->writes.v[w].disk, sec, got, visible, g,
-			     sizeof(g));
+		ver_describe(o, old, b, sizeof(b));
+		describe_got(o, disk, sec, got, visible, g, sizeof(g));
 		snprintf(why, wl,
-			 "after failed w%u: expected {%s, %s}, got %s "
-			 "(differs from %s at byte %zu)",
-			 w, a, b, g, a,
+			 "offset %llu: expected {%s, %s}, got %s (differs "
+			 "from %s at byte %zu)",
+			 (unsigned long long)(sec * SECTOR), a, b, g, a,
 			 first_diff(o, s->live, sec, got, visible));
 		return -1;
 	}
-	return 0; /* not a sector of the write: nothing changed there */
+	return 0; /* not a sector of the call: nothing changed there */
 }
 
 void oracle_sync(struct oracle *o)
@@ -680,6 +867,9 @@ static void describe_state(const struct oracle *o, size_t k, char *s, size_t sl)
 		at += (size_t)snprintf(s + at, sl - at, "%s%s=d%u:%llu",
 				       i ? " " : "", e->name, e->disk,
 				       (unsigned long long)e->size);
+		if (e->size_max != e->size && at < sl)
+			at += (size_t)snprintf(s + at, sl - at, "..%llu",
+					       (unsigned long long)e->size_max);
 	}
 	if (at < sl)
 		snprintf(s + at, sl - at, "}");
@@ -707,7 +897,7 @@ int oracle_check_ns(const struct oracle *o, const struct rentry *e, size_t n,
 
 			same = !strcmp(x->name, e[i].name) &&
 			       (x->disk == disks[i] || wild) &&
-			       x->size == e[i].size;
+			       e[i].size >= x->size && e[i].size <= x->size_max;
 		}
 		if (same) {
 			for (size_t i = 0; i < n; i++)

@@ -20,6 +20,10 @@
  * bytes seeded by (run seed, W, offset), so a sector read back can be
  * decoded ("disk 3's write 57, sector 12") when it matches nothing.
  *
+ * Clones (copy_file_range) carry those bytes, tags included, to another
+ * place: a copied sector's values are the source's, shifted; another
+ * disk's bytes are accepted only where a copy put them.
+ *
  * Single-threaded; never does I/O.
  */
 #ifndef CRASH_ORACLE_H
@@ -77,16 +81,29 @@ uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off,
 void oracle_fill(const struct oracle *o, uint32_t w, uint64_t off, size_t len,
 		 void *buf);
 /*
- * After write W failed or was short: sector SEC (one of its sectors) reads
- * as GOT (its first VISIBLE bytes).  The sector's current value becomes the
- * new value or the previous one, whichever GOT is; neither: returns -1 and
- * describes the mismatch in WHY.  VISIBLE 0 (the sector lies past the end
- * of file): the previous value.
+ * After the last data call (oracle_write or oracle_zero) failed part way
+ * (ENOSPC, a short write): sector SEC of DISK reads as GOT (its first
+ * VISIBLE bytes).  The sector's current value becomes the new value or the
+ * previous one, whichever GOT is; neither: returns -1 and describes the
+ * mismatch in WHY.  VISIBLE 0 (the sector lies past the end of file): the
+ * previous value.  A sector the call did not change: nothing.
  */
-int oracle_settle(struct oracle *o, uint32_t w, uint64_t sec,
+int oracle_settle(struct oracle *o, uint32_t disk, uint64_t sec,
 		  const uint8_t *got, size_t visible, char *why, size_t wl);
 /* [OFF, OFF + LEN) of DISK becomes zeros (punch, zero range). */
 void oracle_zero(struct oracle *o, uint32_t disk, uint64_t off, uint64_t len);
+/*
+ * A copy (copy_file_range, a clone) of LEN bytes at OFF_IN of SRC to
+ * OFF_OUT of DST, LEN already clipped at SRC's end of file; SRC == DST
+ * only for ranges that do not overlap.  Each destination sector takes the
+ * source's current value (holes: zeros) and, until the next sync, may also
+ * hold any value the source sector could hold at the time of the copy, or
+ * its own earlier ones.  A destination that grows may be caught at any
+ * size in between (the copy is not atomic); then it has OFF_OUT + LEN.
+ * From now on DST may hold SRC's bytes (and those SRC got by copies).
+ */
+void oracle_copy(struct oracle *o, uint32_t src, uint64_t off_in, uint32_t dst,
+		 uint64_t off_out, uint64_t len);
 
 /* An acknowledged sync: the current state is the only one possible. */
 void oracle_sync(struct oracle *o);

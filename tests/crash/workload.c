@@ -4,9 +4,13 @@
  * of operations on a few disks (writes of random size and alignment, some
  * extending; fsync, fdatasync and directory fsync; truncate up and down;
  * punch holes; zero ranges; preallocation; creates, unlinks, renames, also
- * over an existing disk; closes of unlinked disks), with a pool-full phase
- * in half the points.  Each operation tells the oracle what it may leave
- * behind; what the pool answers decides nothing but sizes after ENOSPC.
+ * over an existing disk; closes of unlinked disks; clones: copy_file_range
+ * into other disks, new ones (`cp`) and the same one, extent-aligned so
+ * extents are shared or not so they are copied, then writes, punches and
+ * truncates on both sides for copy-on-write), with a pool-full phase in
+ * half the points.  Each operation tells the oracle what it may leave
+ * behind; what the pool answers decides nothing but sizes and how much was
+ * done after ENOSPC.
  *
  * Also the verification of a pool against the oracle (verify_pool).
  *
@@ -27,6 +31,8 @@
 #define FULL_CHUNK (512u << 10) /* the pool-full phase's appends */
 #define FULL_MAX 200		/* appends at most (the pool is ~32 MiB) */
 #define READ_CHUNK (1u << 20)
+#define EXTENT 65536u	   /* the pool's extent size (crashtest.c) */
+#define MAXCOPY (6u << 20) /* a copy's length at most */
 
 struct wdisk {
 	uint32_t id;
@@ -49,6 +55,10 @@ struct wl {
 	uint8_t *buf;
 	bool no_zero_range; /* the kernel refused FALLOC_FL_ZERO_RANGE */
 	const char *op;	    /* the operation running, for messages */
+	/* The last copy: both sides get more operations, in that range
+	 * half the time (copy-on-write).  Oracle disk ids, 0 = none. */
+	uint32_t hot[2];
+	uint64_t hot_off[2], hot_len;
 };
 
 static uint64_t rnd(struct wl *w)
@@ -278,6 +288,45 @@ static int op_sync(struct wl *w, struct wdisk *d, bool datasync)
 }
 
 /*
+ * After the last data call to D stopped part way (the pool ran full): each
+ * sector from FIRST up to END (bytes) reads back as the call's new value
+ * or the old one, which the oracle adopts; SIZE is D's size now.
+ */
+static int settle(struct wl *w, struct wdisk *d, uint64_t first, uint64_t end,
+		  uint64_t size)
+{
+	for (uint64_t sec = first; sec * SECTOR < end; sec++) {
+		uint8_t got[SECTOR];
+		size_t vis = 0;
+		char why[512];
+		ssize_t n;
+
+		if (sec * SECTOR < size) {
+			vis = size - sec * SECTOR < SECTOR
+				      ? (size_t)(size - sec * SECTOR)
+				      : SECTOR;
+			n = w->b->ops->pread(w->b, d->h, got, vis,
+					     sec * SECTOR);
+			if (n != (ssize_t)vis) {
+				int k = outcome(w, n < 0 ? n : -EIO,
+						"read back");
+
+				return k ? k : -1;
+			}
+		}
+		if (oracle_settle(w->o, d->id, sec, got, vis, why,
+				  sizeof(why))) {
+			snprintf(w->fail, w->fl,
+				 "disk d%u: after the %s cut "
+				 "short by a full pool: %s",
+				 d->id, w->op, why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
  * Writes LEN bytes at OFF of D.  A short write or ENOSPC (the pool is full)
  * leaves each sector of the rest as old or new data, which the pool is
  * asked: a sector that is neither fails the point.
@@ -321,29 +370,31 @@ static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
 			 (unsigned long long)(off + len));
 		return -1;
 	}
-	for (uint64_t sec = (off + (uint64_t)n) / SECTOR;
-	     sec * SECTOR < off + len; sec++) {
-		uint8_t got[SECTOR];
-		size_t vis = 0;
-		char why[512];
-
-		if (sec * SECTOR < size) {
-			vis = size - sec * SECTOR < SECTOR
-				      ? (size_t)(size - sec * SECTOR)
-				      : SECTOR;
-			n = w->b->ops->pread(w->b, d->h, got, vis,
-					     sec * SECTOR);
-			if (n != (ssize_t)vis) {
-				k = outcome(w, n < 0 ? n : -EIO, "read back");
-				return k ? k : -1;
-			}
-		}
-		if (oracle_settle(w->o, seq, sec, got, vis, why, sizeof(why))) {
-			snprintf(w->fail, w->fl, "disk d%u: %s", d->id, why);
-			return -1;
-		}
-	}
+	k = settle(w, d, (off + (uint64_t)n) / SECTOR, off + len, size);
+	if (k)
+		return k;
 	oracle_set_size(w->o, d->id, size);
+	return 0;
+}
+
+/* After an operation failed with ENOSPC: D's size must not have moved. */
+static int same_size(struct wl *w, struct wdisk *d)
+{
+	uint64_t size = oracle_size(w->o, d->id), real;
+	int k;
+
+	w->st->enospc++;
+	k = outcome(w, w->b->ops->size(w->b, d->h, &real), "size");
+	if (k)
+		return k;
+	if (real != size) {
+		snprintf(w->fail, w->fl,
+			 "%s on d%u failed with ENOSPC but the size moved "
+			 "from %llu to %llu",
+			 w->op, d->id, (unsigned long long)size,
+			 (unsigned long long)real);
+		return -1;
+	}
 	return 0;
 }
 
@@ -356,6 +407,11 @@ static int op_truncate(struct wl *w, struct wdisk *d, uint64_t size)
 	      (unsigned long long)oracle_size(w->o, d->id),
 	      (unsigned long long)size);
 	r = w->b->ops->truncate(w->b, d->h, size);
+	if (r == -ENOSPC) {
+		/* Growing over a shared extent copies it first. */
+		trace(w, "  no space (pool full): nothing changed");
+		return same_size(w, d);
+	}
 	k = outcome(w, r, "truncate");
 	if (k < 0)
 		return k;
@@ -367,7 +423,7 @@ static int op_truncate(struct wl *w, struct wdisk *d, uint64_t size)
 static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
 			uint64_t len)
 {
-	uint64_t size = oracle_size(w->o, d->id), real;
+	uint64_t size = oracle_size(w->o, d->id);
 	int r, k;
 
 	w->op = mode & FALLOC_FL_PUNCH_HOLE   ? "punch hole"
@@ -382,23 +438,19 @@ static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
 		w->no_zero_range = true;
 		return 0;
 	}
-	if (r == -ENOSPC &&
-	    !(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
-		/* Preallocation found the pool full: zeros stay zeros; the
+	if (r == -ENOSPC) {
+		/* Preallocation found the pool full: zeros stay zeros.  A
+		 * punch or zero range copies the shared extents it cuts
+		 * into: those done read as zeros, the rest as before.  The
 		 * size must not have moved. */
-		w->st->enospc++;
-		k = outcome(w, w->b->ops->size(w->b, d->h, &real), "size");
-		if (k)
+		trace(w, "  no space (pool full)");
+		k = same_size(w, d);
+		if (k ||
+		    !(mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)))
 			return k;
-		if (real != size) {
-			snprintf(w->fail, w->fl,
-				 "fallocate d%u failed with ENOSPC but the "
-				 "size moved from %llu to %llu",
-				 d->id, (unsigned long long)size,
-				 (unsigned long long)real);
-			return -1;
-		}
-		return 0;
+		oracle_zero(w->o, d->id, off, len);
+		return settle(w, d, off / SECTOR,
+			      off + len < size ? off + len : size, size);
 	}
 	k = outcome(w, r, w->op);
 	if (k < 0)
@@ -410,7 +462,221 @@ static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
 	return k ? k : check_size(w, d);
 }
 
+/*
+ * copy_file_range of LEN bytes at OFF_IN of S to OFF_OUT of D, called again
+ * after a short count as cp does: clipped at S's end of file (as it was
+ * before the copy: a copy within one disk may grow it); S == D with
+ * overlapping ranges must fail with EINVAL and change nothing.  A full pool
+ * may stop it part way: exactly the bytes it reports were copied.  Cut by
+ * the crash: any part of it may have happened.
+ */
+static int op_copy(struct wl *w, struct wdisk *s, uint64_t off_in,
+		   struct wdisk *d, uint64_t off_out, uint64_t len)
+{
+	uint64_t size_in = oracle_size(w->o, s->id), want, done = 0;
+	bool overlap, first = true;
+	int r, k;
+
+	w->op = "copy";
+	want = off_in >= size_in	? 0
+	       : len < size_in - off_in ? len
+					: size_in - off_in;
+	overlap = s == d && want && off_in < off_out + want &&
+		  off_out < off_in + want;
+	trace(w, "copy d%u [%llu, +%llu) -> d%u at %llu: %llu bytes%s%s%s",
+	      s->id, (unsigned long long)off_in, (unsigned long long)len, d->id,
+	      (unsigned long long)off_out, (unsigned long long)want,
+	      off_in % EXTENT == 0 && off_out % EXTENT == 0 ? ", aligned" : "",
+	      off_out + want > oracle_size(w->o, d->id) ? ", extending" : "",
+	      overlap ? ", overlapping" : "");
+	w->st->copies++;
+	for (r = 0; r == 0 && (first || done < want); first = false) {
+		/* The first call asks for LEN (past the source's end too);
+		 * the next ones for the rest of what it should copy. */
+		ssize_t n = w->b->ops->copy(w->b, s->h, off_in + done, d->h,
+					    off_out + done,
+					    (size_t)(done ? want - done : len));
+
+		if (n != (ssize_t)(want - done))
+			trace(w, "  copy_file_range: %zd", n);
+		if (n < 0)
+			r = (int)n;
+		else if (n == 0)
+			break;
+		else
+			done += (uint64_t)n;
+	}
+	if (overlap) {
+		if (r == -EINVAL && done == 0)
+			return 0;
+		k = r < 0 ? outcome(w, r, "copy") : 0;
+		if (k > 0)
+			return k; /* nothing to tell: it must fail anyway */
+		snprintf(w->fail, w->fl,
+			 "overlapping copy d%u [%llu, +%llu) -> at %llu: "
+			 "copied %llu bytes%s%s, expected EINVAL",
+			 s->id, (unsigned long long)off_in,
+			 (unsigned long long)len, (unsigned long long)off_out,
+			 (unsigned long long)done, r < 0 ? ", then " : "",
+			 r < 0 ? strerror(-r) : "");
+		return -1;
+	}
+	if (r == -ENOSPC) {
+		w->st->enospc++;
+		trace(w, "  copied %llu of %llu bytes (pool full)",
+		      (unsigned long long)done, (unsigned long long)want);
+	} else if (r < 0) {
+		k = outcome(w, r, "copy");
+		if (k > 0)
+			oracle_copy(w->o, s->id, off_in, d->id, off_out, want);
+		return k;
+	} else if (done != want) {
+		snprintf(w->fail, w->fl,
+			 "copy d%u [%llu, +%llu) -> d%u at %llu copied %llu "
+			 "bytes, expected %llu",
+			 s->id, (unsigned long long)off_in,
+			 (unsigned long long)len, d->id,
+			 (unsigned long long)off_out, (unsigned long long)done,
+			 (unsigned long long)want);
+		return -1;
+	}
+	if (done > want) {
+		snprintf(w->fail, w->fl,
+			 "copy d%u -> d%u copied %llu bytes, more than the "
+			 "%llu the source has there",
+			 s->id, d->id, (unsigned long long)done,
+			 (unsigned long long)want);
+		return -1;
+	}
+	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
+	if (done) {
+		w->hot[0] = s->id;
+		w->hot[1] = d->id;
+		w->hot_off[0] = off_in;
+		w->hot_off[1] = off_out;
+		w->hot_len = done;
+	}
+	return check_size(w, d);
+}
+
+/* `cp S NAME`: a new disk, and the whole of disk S (index SI) copied in. */
+static int op_cp(struct wl *w, size_t si, const char *name)
+{
+	int k;
+
+	trace(w, "cp d%u %s:", w->d[si].id, name);
+	k = op_create(w, name);
+	if (k)
+		return k;
+	/* op_create may move w->d: take both disks after it. */
+	return op_copy(w, &w->d[si], 0, &w->d[w->nd - 1], 0,
+		       oracle_size(w->o, w->d[si].id));
+}
+
 /* ---- the random operation ------------------------------------------------ */
+
+/* An open disk with the oracle id ID, NULL if none. */
+static struct wdisk *by_id(struct wl *w, uint32_t id)
+{
+	for (size_t i = 0; i < w->nd; i++)
+		if (w->d[i].id == id && w->d[i].open)
+			return &w->d[i];
+	return NULL;
+}
+
+/*
+ * The disk for a data operation: D, or a third of the time a side of the
+ * last copy (whose extents it may share).  *HOT: then an offset inside the
+ * copied range of that side, else UINT64_MAX.
+ */
+static struct wdisk *pick_data(struct wl *w, struct wdisk *d, uint64_t *hot)
+{
+	unsigned side = (unsigned)below(w, 2);
+	struct wdisk *h = w->hot[side] ? by_id(w, w->hot[side]) : NULL;
+
+	*hot = UINT64_MAX;
+	if (!h || !chance(w, 33))
+		return d;
+	if (chance(w, 60))
+		*hot = w->hot_off[side] + below(w, w->hot_len);
+	return h;
+}
+
+/*
+ * A copy from S: offsets extent-aligned most of the time (whole extents are
+ * shared) and not the rest (pieces are copied); into another disk, the
+ * same one (not overlapping, but for a few that must fail) or one open but
+ * unlinked; lengths of whole extents, to the source's end or past it, or
+ * any; at and beyond the destination's end; sources with holes (the
+ * workload's disks are sparse) and past their end.
+ */
+static int random_copy(struct wl *w, struct wdisk *s)
+{
+	struct wdisk *d = pick(w, true), *u = pick_unlinked(w);
+	uint64_t sin, sout, off_in, off_out, len;
+	char name[NAME_LEN];
+	unsigned kind;
+
+	/* Mostly from a disk with data, into another disk. */
+	for (int i = 0; i < 3 && !oracle_size(w->o, s->id); i++)
+		s = pick(w, true);
+	for (int i = 0; i < 3 && d == s; i++)
+		d = pick(w, true);
+	if (d == s && !chance(w, 25) && pick_name(w, true, name))
+		return op_cp(w, (size_t)(s - w->d), name); /* the only one */
+	if (chance(w, 20))
+		d = s;
+	else if (u && chance(w, 10))
+		d = u;
+	sin = oracle_size(w->o, s->id);
+	sout = oracle_size(w->o, d->id);
+	kind = (unsigned)below(w, 100);
+	if (kind < 40)
+		len = EXTENT * (1 + below(w, 24));
+	else if (kind < 60)
+		len = sin + below(w, EXTENT); /* to the end, clipped */
+	else
+		len = 1 + below(w, 2u << 20);
+	if (chance(w, 5))
+		off_in = sin + below(w, 2 * EXTENT); /* past the end: 0 */
+	else if (chance(w, 65))
+		off_in = below(w, (sin + EXTENT - 1) / EXTENT) * EXTENT;
+	else
+		off_in = below(w, sin);
+	kind = (unsigned)below(w, 100);
+	if (off_in % EXTENT == 0 && kind < 70) {
+		uint64_t end = (sout + EXTENT - 1) / EXTENT;
+
+		if (kind < 35)
+			off_out = below(w, MAXSIZE / EXTENT) * EXTENT;
+		else if (kind < 50)
+			off_out = end * EXTENT; /* append */
+		else
+			off_out = (end + 1 + below(w, 8)) * EXTENT;
+	} else if (kind < 85) {
+		off_out = below(w, MAXSIZE);
+	} else {
+		off_out = sout + below(w, 1u << 20);
+	}
+	if (len > MAXCOPY)
+		len = MAXCOPY;
+	if (off_out > MAXSIZE + (2u << 20))
+		off_out = MAXSIZE + (2u << 20);
+	if (d == s && !chance(w, 10)) {
+		/* Within one disk: past the source range, keeping the
+		 * alignment. */
+		uint64_t want = off_in >= sin	     ? 0
+				: len < sin - off_in ? len
+						     : sin - off_in;
+
+		if (off_out < off_in + want && off_in < off_out + want)
+			off_out = off_in + want +
+				  (off_out % EXTENT == 0
+					   ? (EXTENT - want % EXTENT) % EXTENT
+					   : below(w, EXTENT));
+	}
+	return op_copy(w, s, off_in, d, off_out, len);
+}
 
 /* A write's offset and length: small, aligned and unaligned; inside,
  * across and past the end of file. */
@@ -447,16 +713,21 @@ static uint64_t range_len(struct wl *w)
 static int random_op(struct wl *w)
 {
 	struct wdisk *d = pick(w, true);
-	unsigned x = (unsigned)below(w, 100);
+	unsigned x = (unsigned)below(w, 112);
 	char name[NAME_LEN];
-	uint64_t off, size;
+	uint64_t off, size, hot = UINT64_MAX;
 	size_t len;
 
 	if (!d || (x < 8 && pick_name(w, true, name))) {
 		if (!pick_name(w, true, name))
 			return 0;
+		/* A third of the creates are `cp` of a disk. */
+		if (d && chance(w, 33))
+			return op_cp(w, (size_t)(d - w->d), name);
 		return op_create(w, name);
 	}
+	if (x < 77)
+		d = pick_data(w, d, &hot);
 	size = oracle_size(w->o, d->id);
 	if (x < 48) {
 		/* Now and then to a disk that is open but has no name. */
@@ -466,6 +737,13 @@ static int random_op(struct wl *w)
 			d = u;
 		size = oracle_size(w->o, d->id);
 		write_range(w, size, &off, &len);
+		if (hot != UINT64_MAX && d->id != w->hot[0] &&
+		    d->id != w->hot[1])
+			hot = UINT64_MAX;
+		if (hot != UINT64_MAX && chance(w, 50))
+			off = hot;
+		else if (hot != UINT64_MAX)
+			off = hot & ~(uint64_t)(EXTENT - 1);
 		return op_write(w, d, off, len);
 	}
 	if (x < 52)
@@ -475,7 +753,9 @@ static int random_op(struct wl *w)
 	if (x < 58)
 		return op_sync(w, NULL, chance(w, 50));
 	if (x < 65) {
-		if (chance(w, 45))
+		if (hot != UINT64_MAX)
+			size = hot; /* cut into a shared extent */
+		else if (chance(w, 45))
 			size = below(w, size + 1);
 		else if (chance(w, 70))
 			size += below(w, 2u << 20);
@@ -484,8 +764,9 @@ static int random_op(struct wl *w)
 		return op_truncate(w, d, size);
 	}
 	if (x < 72) {
-		off = chance(w, 50) ? below(w, MAXSIZE / 65536) * 65536
-				    : below(w, size + 65536);
+		off = hot != UINT64_MAX ? hot
+		      : chance(w, 50)	? below(w, MAXSIZE / 65536) * 65536
+					: below(w, size + 65536);
 		return op_fallocate(w, d,
 				    FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				    off, range_len(w));
@@ -493,7 +774,7 @@ static int random_op(struct wl *w)
 	if (x < 77) {
 		if (w->no_zero_range)
 			return 0;
-		off = below(w, size + 65536);
+		off = hot != UINT64_MAX ? hot : below(w, size + 65536);
 		return op_fallocate(
 			w, d,
 			FALLOC_FL_ZERO_RANGE |
@@ -534,14 +815,11 @@ static int random_op(struct wl *w)
 		trace(w, "commit (as the timer would)");
 		return outcome(w, w->b->ops->commit(w->b), "commit");
 	}
-	/*
-	 * Clones go here (issue 4): copy_file_range between two disks of the
-	 * pool shares extents copy-on-write.  The oracle will need a "copy"
-	 * that gives the target's sectors the source's current values (and
-	 * keeps them as candidates until a sync), and the backends a
-	 * copy_file_range call; not written before the feature exists.
-	 */
-	return 0;
+	/* Clones: copy_file_range, from a disk with a name or, now and
+	 * then, one open but unlinked. */
+	struct wdisk *u = pick_unlinked(w);
+
+	return random_copy(w, u && chance(w, 10) ? u : d);
 }
 
 /*

@@ -47,6 +47,10 @@ struct backend_ops {
 	int (*truncate)(struct backend *b, int64_t h, uint64_t size);
 	int (*fallocate)(struct backend *b, int64_t h, int mode, uint64_t off,
 			 uint64_t len);
+	/* copy_file_range(2) of LEN bytes at OFF_IN of IN to OFF_OUT of
+	 * OUT (the store: vdp_copy_range): the bytes copied. */
+	ssize_t (*copy)(struct backend *b, int64_t in, uint64_t off_in,
+			int64_t out, uint64_t off_out, size_t len);
 	/* fsync(2) or fdatasync(2) of H; H < 0: of the root directory. */
 	int (*fsync)(struct backend *b, int64_t h, bool datasync);
 	int (*size)(struct backend *b, int64_t h, uint64_t *size);
@@ -74,7 +78,7 @@ enum wl_result {
 
 /* Set by the workload: what it did, for --verbose. */
 struct wl_stats {
-	unsigned steps, writes, syncs, enospc, full_writes;
+	unsigned steps, writes, syncs, enospc, full_writes, copies;
 	unsigned crash_step; /* the step that saw the power loss */
 	const char *crash_op;
 };

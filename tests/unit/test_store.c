@@ -22,6 +22,7 @@
 
 #define NFILES 3
 #define MAXSZ (6u << 20)
+#define EXT (1u << 16) /* the pool's extent size (.extent_shift below) */
 
 static char dir[64], m0[96], m1[96];
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -115,7 +116,34 @@ static void random_ops(struct vdp_pool **pp, struct model *f, int nops)
 			 len = 1 + rnd(400 << 10);
 		int op = (int)rnd(100);
 
-		if (op < 45) {
+		if (op < 8) {
+			/* A clone of a random range of a random disk, often
+			 * at extent boundaries so that extents are shared. */
+			struct model *src = &f[rnd(NFILES)];
+			uint64_t ioff = rnd(MAXSZ - (400 << 10)), n;
+			ssize_t got;
+
+			if (rnd(2)) {
+				ioff &= ~(uint64_t)(EXT - 1);
+				off = (off & ~(uint64_t)(EXT - 1)) +
+				      (rnd(4) ? 0 : ioff & (EXT - 1));
+				len = rnd(4) * EXT + rnd(2) * rnd(EXT);
+			}
+			n = ioff >= src->size ? 0
+			    : ioff + len > src->size ? src->size - ioff
+						     : len;
+			got = vdp_copy_range(p, src->ino, ioff, m->ino, off,
+					     len);
+			if (src == m && n && ioff < off + n && off < ioff + n) {
+				CHECK_EQ(got, -EINVAL);
+				continue;
+			}
+			CHECK_EQ(got, (ssize_t)n);
+			/* The model keeps zeros past each end of file. */
+			memmove(m->data + off, src->data + ioff, n);
+			if (n && off + n > m->size)
+				m->size = off + n;
+		} else if (op < 45) {
 			for (uint64_t k = 0; k < len; k++)
 				buf[k] = (uint8_t)rnd(256);
 			CHECK_EQ(vdp_write(p, m->ino, buf, len, off), len);
