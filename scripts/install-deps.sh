@@ -15,6 +15,11 @@ PACKAGES=(
 	libdevmapper-dev libiscsi-dev
 	# clang-format check; gcc's libasan/libubsan come with build-essential
 	clang clang-format
+	# fuzzing (tests/fuzz/run.sh): libFuzzer and clang's sanitizer
+	# runtimes (only recommended by clang-14), llvm-symbolizer for stacks
+	libclang-rt-14-dev llvm-14
+	# benchmark (tests/bench/bench.sh): qemu-storage-daemon, nbdfuse, nbdkit
+	qemu-system-common libnbd-bin nbdkit
 	# end-to-end tests
 	qemu-utils fio e2fsprogs util-linux mount coreutils diffutils xxd
 	attr psmisc procps python3 jq
