@@ -47,22 +47,28 @@ int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk)
 	return 0;
 }
 
-/* Flushes every member written since its last flush. */
+static int flush_job(struct vdp_pool *p, unsigned i, void *ctx)
+{
+	struct pmember *pm = &p->members[i];
+	int r = pm->m->ops->flush(pm->m);
+
+	(void)ctx;
+	if (r < 0) {
+		atomic_store(&pm->written, true);
+		member_error(p, pm, IO_FLUSH, "flush", r);
+	}
+	return r;
+}
+
+/* Flushes every member written since its last flush, all at once. */
 static int flush_members(struct vdp_pool *p)
 {
-	for (unsigned i = 0; i < p->nmembers; i++) {
-		struct pmember *pm = &p->members[i];
-		int r;
+	uint64_t mask = 0;
 
-		if (!atomic_exchange(&pm->written, false))
-			continue;
-		r = pm->m->ops->flush(pm->m);
-		if (r < 0) {
-			atomic_store(&pm->written, true);
-			return member_error(p, pm, IO_FLUSH, "flush", r);
-		}
-	}
-	return 0;
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (atomic_exchange(&p->members[i].written, false))
+			mask |= 1ull << i;
+	return mask ? pool_each_member(p, mask, flush_job, NULL) : 0;
 }
 
 static int write_queue(struct vdp_pool *p, struct qbuf *q, size_t nq)
