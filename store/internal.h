@@ -216,6 +216,9 @@ int commit_start_timer(struct vdp_pool *p);
 void commit_stop_timer(struct vdp_pool *p);
 
 /* namespace.c */
+/* An inode record between host byte order (H) and disk order (D). */
+void dinode_to_disk(const struct vdp_dinode *h, struct vdp_dinode *d);
+void dinode_from_disk(const struct vdp_dinode *d, struct vdp_dinode *h);
 int ns_load(struct vdp_pool *p);
 int ns_init_root(struct vdp_pool *p);
 void ns_free(struct vdp_pool *p);

@@ -259,7 +259,7 @@ static void droot_put(struct vdp_droot *d, const struct vdp_droot *h)
 	d->height = h->height;
 }
 
-static void dinode_to_disk(const struct vdp_dinode *h, struct vdp_dinode *d)
+void dinode_to_disk(const struct vdp_dinode *h, struct vdp_dinode *d)
 {
 	memset(d, 0, sizeof(*d));
 	d->mode = htole32(h->mode);
@@ -281,7 +281,7 @@ static void dinode_to_disk(const struct vdp_dinode *h, struct vdp_dinode *d)
 	d->nalloc = htole64(h->nalloc);
 }
 
-static void dinode_from_disk(const struct vdp_dinode *d, struct vdp_dinode *h)
+void dinode_from_disk(const struct vdp_dinode *d, struct vdp_dinode *h)
 {
 	memset(h, 0, sizeof(*h));
 	h->mode = le32toh(d->mode);

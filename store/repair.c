@@ -234,56 +234,6 @@ static void copies_why(struct rp *R, const struct meta_copies *mc, char *buf,
 			(unsigned long long)mc->c[k].off, mc->c[k].why);
 }
 
-/* ---- on-disk inode records ----------------------------------------------- */
-
-static void dinode_get(const struct vdp_dinode *d, struct vdp_dinode *h)
-{
-	memset(h, 0, sizeof(*h));
-	h->mode = le32toh(d->mode);
-	h->uid = le32toh(d->uid);
-	h->gid = le32toh(d->gid);
-	h->nlink = le32toh(d->nlink);
-	h->size = le64toh(d->size);
-	h->atime_sec = (int64_t)le64toh((uint64_t)d->atime_sec);
-	h->mtime_sec = (int64_t)le64toh((uint64_t)d->mtime_sec);
-	h->ctime_sec = (int64_t)le64toh((uint64_t)d->ctime_sec);
-	h->atime_nsec = le32toh(d->atime_nsec);
-	h->mtime_nsec = le32toh(d->mtime_nsec);
-	h->ctime_nsec = le32toh(d->ctime_nsec);
-	h->flags = le32toh(d->flags);
-	h->parent = le64toh(d->parent);
-	h->data.addr = le64toh(d->data.addr);
-	h->data.height = d->data.height;
-	h->xattr.addr = le64toh(d->xattr.addr);
-	h->xattr.height = d->xattr.height;
-	h->xattr_len = le64toh(d->xattr_len);
-	h->nalloc = le64toh(d->nalloc);
-}
-
-static void dinode_put(const struct vdp_dinode *h, struct vdp_dinode *d)
-{
-	memset(d, 0, sizeof(*d));
-	d->mode = htole32(h->mode);
-	d->uid = htole32(h->uid);
-	d->gid = htole32(h->gid);
-	d->nlink = htole32(h->nlink);
-	d->size = htole64(h->size);
-	d->atime_sec = (int64_t)htole64((uint64_t)h->atime_sec);
-	d->mtime_sec = (int64_t)htole64((uint64_t)h->mtime_sec);
-	d->ctime_sec = (int64_t)htole64((uint64_t)h->ctime_sec);
-	d->atime_nsec = htole32(h->atime_nsec);
-	d->mtime_nsec = htole32(h->mtime_nsec);
-	d->ctime_nsec = htole32(h->ctime_nsec);
-	d->flags = htole32(h->flags);
-	d->parent = htole64(h->parent);
-	d->data.addr = htole64(h->data.addr);
-	d->data.height = h->data.height;
-	d->xattr.addr = htole64(h->xattr.addr);
-	d->xattr.height = h->xattr.height;
-	d->xattr_len = htole64(h->xattr_len);
-	d->nalloc = htole64(h->nalloc);
-}
-
 /* ---- tolerant loading ---------------------------------------------------- */
 
 /* The tree being loaded. */
@@ -470,7 +420,7 @@ static int inode_leaf(void *arg, const struct rnode *n, uint64_t base)
 		ri = &R->in[R->nin++];
 		memset(ri, 0, sizeof(*ri));
 		ri->ino = base + i;
-		dinode_get(&di[i], &ri->d);
+		dinode_from_disk(&di[i], &ri->d);
 		ri->ondisk_data = ri->d.data;
 		ri->ondisk_xattr = ri->d.xattr;
 	}
@@ -1715,7 +1665,7 @@ static int stage(struct rp *R)
 		if (!slot)
 			r = -ENOMEM;
 		else
-			dinode_put(&ri->d, slot);
+			dinode_to_disk(&ri->d, slot);
 	}
 	p->changed = true;
 	return r;

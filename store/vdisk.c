@@ -55,6 +55,18 @@ static int get_file(struct vdp_pool *p, uint64_t ino, struct vnode **out)
 	return 0;
 }
 
+/* Whether LEN bytes at OFF of a disk may be written at all. */
+static int may_write(struct vdp_pool *p, uint64_t off, uint64_t len)
+{
+	if (p->rdonly)
+		return -EROFS;
+	if (p->failed)
+		return -EIO;
+	if (off > vdisk_max_size(p) || len > vdisk_max_size(p) - off)
+		return -EFBIG;
+	return 0;
+}
+
 static uint64_t file_size(struct vdp_pool *p, struct vnode *v)
 {
 	uint64_t s;
@@ -439,14 +451,10 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 	bool excl;
 	int r = get_file(p, ino, &v);
 
+	if (r == 0)
+		r = may_write(p, off, len);
 	if (r < 0)
 		return r;
-	if (p->rdonly)
-		return -EROFS;
-	if (p->failed)
-		return -EIO;
-	if (off > vdisk_max_size(p) || len > vdisk_max_size(p) - off)
-		return -EFBIG;
 	/* Writes that extend the file run alone: they zero the old tail. */
 	excl = off + len > file_size(p, v);
 	if (excl)
@@ -538,12 +546,9 @@ int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
 		return -EOPNOTSUPP;
 	if (len == 0)
 		return -EINVAL;
-	if (off > vdisk_max_size(p) || len > vdisk_max_size(p) - off)
-		return -EFBIG;
-	if (p->rdonly)
-		return -EROFS;
-	if (p->failed)
-		return -EIO;
+	r = may_write(p, off, len);
+	if (r < 0)
+		return r;
 	end = off + len;
 	pthread_rwlock_wrlock(&v->io);
 	size = file_size(p, v);
@@ -714,14 +719,10 @@ ssize_t vdp_copy_range(struct vdp_pool *p, uint64_t ino_in, uint64_t off_in,
 
 	if (r == 0)
 		r = get_file(p, ino_out, &vo);
+	if (r == 0)
+		r = may_write(p, off_out, len);
 	if (r < 0)
 		return r;
-	if (p->rdonly)
-		return -EROFS;
-	if (p->failed)
-		return -EIO;
-	if (off_out > vdisk_max_size(p) || len > vdisk_max_size(p) - off_out)
-		return -EFBIG;
 	lock_pair(vi, vo, true);
 	size_in = file_size(p, vi);
 	if (off_in >= size_in)
