@@ -82,15 +82,33 @@ static int write_queue(struct vdp_pool *p, struct qbuf *q, size_t nq)
 	return flush_members(p);
 }
 
-static void discard_extents(struct vdp_pool *p, const struct u64vec *ext)
+static int cmp_u64(const void *a, const void *b)
 {
-	for (size_t i = 0; i < ext->n; i++) {
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Discards the extents a commit freed, a run of neighbours in one call:
+ * a punch per extent of a thin disk's worth of extents can take the host
+ * filesystem's journal seconds. */
+static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
+{
+	qsort(ext->v, ext->n, sizeof(ext->v[0]), cmp_u64);
+	for (size_t i = 0, j; i < ext->n; i = j) {
 		struct pmember *pm;
 		uint64_t off;
 
+		/* Same member and the next index: the next extent on disk. */
+		for (j = i + 1;
+		     j < ext->n && ext->v[j] == ext->v[j - 1] + 1 &&
+		     VDP_PID_MEMBER(ext->v[j]) == VDP_PID_MEMBER(ext->v[i]);
+		     j++)
+			;
 		pool_member_offset(p, ext->v[i], &pm, &off);
 		if (pm->m->ops->discard)
-			(void)pm->m->ops->discard(pm->m, off, p->extent_size);
+			(void)pm->m->ops->discard(pm->m, off,
+						  (j - i) * p->extent_size);
 	}
 }
 
