@@ -318,12 +318,18 @@ daemon_pid() {
 	echo "$pid"
 }
 
-# alive PID: the process exists and has not exited (a zombie has).
+# alive PID: some thread of the process has not exited.  The leader turns
+# zombie before its other threads are gone, and they still hold the files
+# (the members' locks), so every thread counts.
 alive() {
-	local state
-	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-	state=${state%% *}
-	[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+	local t state
+	for t in /proc/"$1"/task/*/stat; do
+		state=$(sed 's/.*) //' "$t" 2>/dev/null) || continue
+		state=${state%% *}
+		[ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] &&
+			return 0
+	done
+	return 1
 }
 
 # is_mounted MNT: a FUSE mount is at MNT.

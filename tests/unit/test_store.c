@@ -125,11 +125,10 @@ static void random_ops(struct vdp_pool **pp, struct model *f, int nops)
 
 			if (rnd(2)) {
 				ioff &= ~(uint64_t)(EXT - 1);
-				off = (off & ~(uint64_t)(EXT - 1)) +
-				      (rnd(4) ? 0 : ioff & (EXT - 1));
+				off &= ~(uint64_t)(EXT - 1);
 				len = rnd(4) * EXT + rnd(2) * rnd(EXT);
 			}
-			n = ioff >= src->size ? 0
+			n = ioff >= src->size	     ? 0
 			    : ioff + len > src->size ? src->size - ioff
 						     : len;
 			got = vdp_copy_range(p, src->ino, ioff, m->ino, off,
