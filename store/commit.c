@@ -94,6 +94,8 @@ static int cmp_u64(const void *a, const void *b)
  * filesystem's journal seconds. */
 static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
 {
+	if (ext->n == 0)
+		return;
 	qsort(ext->v, ext->n, sizeof(ext->v[0]), cmp_u64);
 	for (size_t i = 0, j; i < ext->n; i = j) {
 		struct pmember *pm;
