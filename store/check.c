@@ -273,27 +273,34 @@ static void say(struct ck *c, const char *fmt, ...)
 static void note(struct ck *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
-static void note(struct ck *c, const char *fmt, ...)
+static void vreport(struct ck *c, bool problem, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static void vreport(struct ck *c, bool problem, const char *fmt, va_list ap)
 {
 	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	c->report(c->ctx, line);
+	c->problems += problem;
+}
+
+static void note(struct ck *c, const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vreport(c, false, fmt, ap);
 	va_end(ap);
-	c->report(c->ctx, line);
 }
 
 static void say(struct ck *c, const char *fmt, ...)
 {
-	char line[512];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vreport(c, true, fmt, ap);
 	va_end(ap);
-	c->report(c->ctx, line);
-	c->problems++;
 }
 
 static int map_leaf(void *arg, const struct rnode *n, uint64_t base)

@@ -219,6 +219,9 @@ void commit_stop_timer(struct vdp_pool *p);
 /* An inode record between host byte order (H) and disk order (D). */
 void dinode_to_disk(const struct vdp_dinode *h, struct vdp_dinode *d);
 void dinode_from_disk(const struct vdp_dinode *d, struct vdp_dinode *h);
+/* Replaces the blob (directory, xattrs) in T by LEN bytes of B. */
+int blob_write(struct vdp_pool *p, struct rtree *t, const uint8_t *b,
+	       uint64_t len);
 int ns_load(struct vdp_pool *p);
 int ns_init_root(struct vdp_pool *p);
 void ns_free(struct vdp_pool *p);

@@ -326,8 +326,8 @@ static uint8_t *blob_read(const struct rtree *t, uint64_t len)
 }
 
 /* Replaces the blob in T by LEN bytes of B (every leaf rewritten). */
-static int blob_write(struct vdp_pool *p, struct rtree *t, const uint8_t *b,
-		      uint64_t len)
+int blob_write(struct vdp_pool *p, struct rtree *t, const uint8_t *b,
+	       uint64_t len)
 {
 	rtree_release(p, t);
 	for (uint64_t i = 0; i * VDP_PAYLOAD < len; i++) {

@@ -1579,23 +1579,6 @@ static void report_other_losses(struct rp *R)
 	}
 }
 
-/* Replaces the blob in T by LEN bytes of B. */
-static int blob_write(struct vdp_pool *p, struct rtree *t, const uint8_t *b,
-		      uint64_t len)
-{
-	rtree_release(p, t);
-	for (uint64_t i = 0; i * VDP_PAYLOAD < len; i++) {
-		uint8_t *leaf = rtree_slot(t, i);
-		uint64_t n = len - i * VDP_PAYLOAD;
-
-		if (!leaf)
-			return -ENOMEM;
-		memcpy(leaf, b + i * VDP_PAYLOAD,
-		       n > VDP_PAYLOAD ? VDP_PAYLOAD : n);
-	}
-	return 0;
-}
-
 static int write_dir(struct vdp_pool *p, struct rino *dir)
 {
 	uint64_t len = 0, o = 0;
