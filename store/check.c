@@ -50,33 +50,6 @@ static bool all_zero(const void *b, size_t n)
 	return n == 0 || (c[0] == 0 && memcmp(c, c + 1, n - 1) == 0);
 }
 
-/* The header checks pool_meta_read makes, for one copy. */
-static bool header_ok(const struct vdp_pool *p, const void *blk, uint8_t tree,
-		      uint64_t owner, int level, char *why, size_t wl)
-{
-	const struct vdp_bhdr *h = blk;
-
-	if (le64toh(h->txid) > p->txid) {
-		snprintf(why, wl,
-			 "written by transaction %llu, after the last "
-			 "commit %llu",
-			 (unsigned long long)le64toh(h->txid),
-			 (unsigned long long)p->txid);
-		return false;
-	}
-	if (h->tree != tree || le64toh(h->owner) != owner ||
-	    h->level != level ||
-	    le16toh(h->type) != (level ? VDP_BT_NODE : VDP_BT_LEAF)) {
-		snprintf(why, wl,
-			 "holds tree %u owner %llu level %u, expected tree %u "
-			 "owner %llu level %d",
-			 h->tree, (unsigned long long)le64toh(h->owner),
-			 h->level, tree, (unsigned long long)owner, level);
-		return false;
-	}
-	return true;
-}
-
 int fsck_meta_read(struct vdp_pool *p, uint64_t addr, uint8_t tree,
 		   uint64_t owner, int level, void *blk, struct meta_copies *mc)
 {
@@ -119,8 +92,8 @@ int fsck_meta_read(struct vdp_pool *p, uint64_t addr, uint8_t tree,
 		}
 		if (vdp_block_verify(t, VDP_BLOCK_SIZE, VDP_MAGIC_META, addr,
 				     p->uuid, c->why, sizeof(c->why)) < 0 ||
-		    !header_ok(p, t, tree, owner, level, c->why,
-			       sizeof(c->why)))
+		    pool_meta_header_check(p, t, tree, owner, level, c->why,
+					   sizeof(c->why)) < 0)
 			continue;
 		c->good = true;
 		c->txid = le64toh(((const struct vdp_bhdr *)t)->txid);

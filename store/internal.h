@@ -163,6 +163,12 @@ int pool_super_decode(struct vdp_pool *p, const struct vdp_dsuper *s,
 		      unsigned slot, char *why, size_t wl);
 int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 		   uint64_t owner, int level);
+/* The checks of a verified block's header pool_meta_read makes: written
+ * by a committed transaction, of tree TREE, OWNER and LEVEL.  0, or
+ * -EUCLEAN with the reason in WHY. */
+int pool_meta_header_check(const struct vdp_pool *p, const void *blk,
+			   uint8_t tree, uint64_t owner, int level, char *why,
+			   size_t wl);
 int pool_write_super(struct vdp_pool *p, uint64_t txid);
 /* Writes and flushes superblock slot TXID % 2 of member MI only. */
 int pool_write_super_one(struct vdp_pool *p, unsigned mi, uint64_t txid);

@@ -101,9 +101,9 @@ static const struct vdp_dchunk *chunk_of(const struct vdp_pool *p,
 	return NULL;
 }
 
-static int check_header(const struct vdp_pool *p, const uint8_t *blk,
-			uint8_t tree, uint64_t owner, int level, char *why,
-			size_t wl)
+int pool_meta_header_check(const struct vdp_pool *p, const void *blk,
+			   uint8_t tree, uint64_t owner, int level, char *why,
+			   size_t wl)
 {
 	const struct vdp_bhdr *h = (const struct vdp_bhdr *)blk;
 	uint16_t type = le16toh(h->type);
@@ -156,8 +156,8 @@ int pool_meta_read(struct vdp_pool *p, uint64_t addr, void *blk, uint8_t tree,
 					     why[k], sizeof(why[k]));
 		}
 		if (r == 0)
-			r = check_header(p, blk, tree, owner, level, why[k],
-					 sizeof(why[k]));
+			r = pool_meta_header_check(p, blk, tree, owner, level,
+						   why[k], sizeof(why[k]));
 		if (r == 0) {
 			if (bad >= 0 && !p->rdonly) {
 				/* Heal the bad copy from the good one; the

@@ -253,19 +253,8 @@ step "the newest superblock slot corrupt on every member"
 cp --sparse=always "$VDP_TMP/a.save" "$(m a)"
 cp --sparse=always "$VDP_TMP/b.save" "$(m b)"
 vdp_check p1
-newest() {
-	python3 - "$1" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "rb")
-t = []
-for slot in (0, 1):
-    f.seek(slot * 16384)
-    t.append(struct.unpack("<4Q", f.read(32))[3])
-print(0 if t[0] >= t[1] else 1)
-EOF
-}
 for f in "$(m a)" "$(m b)"; do
-	scribble "$f" $(($(newest "$f") * 16384 + 100))
+	scribble "$f" $(($(newest_slot "$f") * 16384 + 100))
 done
 log "+ $VDPOOL mount p1 $MNT"
 rc=0

@@ -149,6 +149,20 @@ except OSError as e:
 EOF
 }
 
+# newest_slot FILE: the superblock slot (0 or 1) of member FILE with the
+# higher txid (docs/format.md: the txid is the 4th u64 of each 16 KiB slot).
+newest_slot() {
+	python3 - "$1" <<'EOF'
+import struct, sys
+f = open(sys.argv[1], "rb")
+t = []
+for slot in (0, 1):
+    f.seek(slot * 16384)
+    t.append(struct.unpack("<4Q", f.read(32))[3])
+print(0 if t[0] >= t[1] else 1)
+EOF
+}
+
 # ---- the temporary directory and cleanup ---------------------------------
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (FUSE allow_other, loop devices)"

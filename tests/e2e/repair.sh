@@ -189,19 +189,6 @@ vdp_mount r "$MNT"
 	die "vm1.img still has xattrs"
 vdp_umount "$MNT"
 
-# newest_slot FILE: the superblock slot of FILE with the higher txid.
-newest_slot() {
-	python3 - "$1" <<'EOF'
-import struct, sys
-f = open(sys.argv[1], "rb")
-t = []
-for slot in (0, 1):
-    f.seek(slot * 16384)
-    t.append(struct.unpack("<4Q", f.read(32))[3])
-print(0 if t[0] >= t[1] else 1)
-EOF
-}
-
 # zero_slot FILE SLOT
 zero_slot() {
 	log "zeroing superblock slot $2 of $1"
