@@ -19,6 +19,8 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/fuse.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -196,6 +198,9 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	 * O_TRUNC arrives as a SETATTR the kernel has permission-checked. */
 	conn->want &=
 		~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_ATOMIC_O_TRUNC);
+	/* The workers' aligned buffers (run_loop) need requests read whole,
+	 * not spliced into a pipe. */
+	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
 }
 
 static void fs_destroy(void *userdata)
@@ -1221,25 +1226,197 @@ static void daemon_ready(int *fd)
 	*fd = -1;
 }
 
+/*
+ * The worker loop.  libfuse's fuse_session_loop_mt() receives each request
+ * into a buffer from malloc(), where a write's data, which follows the
+ * 40-byte fuse_in_header and the 40-byte fuse_write_in, is never aligned:
+ * every write to an O_DIRECT member was copied once more, into an aligned
+ * bounce buffer (a 1 MiB memcpy per sequential write).  These workers
+ * receive into a buffer placed so that a write's data starts on a page, and
+ * the member writes straight from the buffer the kernel filled.
+ *
+ * Like libfuse's loop, a worker that takes a request when no other is left
+ * waiting starts one more, up to max_threads, so the workers (and the
+ * buffers they touch) follow the peak concurrency; with max_idle_threads
+ * set, a worker leaves when more than that many are waiting.  The workers
+ * share the one /dev/fuse descriptor (clone_fd needs libfuse internals).
+ */
+#define WRITE_HDR (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
+#define RECV_ALIGN 4096u
+/* libfuse reads up to its session's buffer size (1 MiB + 4 KiB in 3.14),
+ * the kernel never sends more than max_write + WRITE_HDR; both fit. */
+#define RECV_BUF ((2u << 20) + 2 * RECV_ALIGN)
+
+struct loop {
+	struct fuse_session *se;
+	pthread_mutex_t lock;
+	sem_t left; /* posted by each worker that leaves */
+	unsigned max_threads, max_idle;
+	unsigned nthreads, idle;
+	bool stopping; /* no worker starts or detaches any more */
+	int error;     /* the first error that ended the loop, -errno */
+	pthread_t *threads;
+	bool *running; /* [max_threads]: threads[i] is to be joined */
+};
+
+static void *worker(void *arg);
+
+/* Starts a worker; L->lock held.  Returns 0 or -errno. */
+static int start_worker(struct loop *l)
+{
+	unsigned i = 0;
+	int r;
+
+	while (l->running[i])
+		i++;
+	r = pthread_create(&l->threads[i], NULL, worker, l);
+	if (r != 0)
+		return -r;
+	l->running[i] = true;
+	l->nthreads++;
+	l->idle++;
+	return 0;
+}
+
+/* Whether the calling worker, waiting again, is one too many: then it
+ * detaches and is forgotten.  L->lock held. */
+static bool worker_leaves(struct loop *l)
+{
+	if (l->stopping || l->idle <= l->max_idle)
+		return false;
+	for (unsigned i = 0; i < l->max_threads; i++) {
+		if (l->running[i] &&
+		    pthread_equal(l->threads[i], pthread_self())) {
+			l->running[i] = false;
+			break;
+		}
+	}
+	pthread_detach(pthread_self());
+	l->nthreads--;
+	l->idle--;
+	sem_post(&l->left);
+	return true;
+}
+
+/* Receives and handles requests in MEM until the session ends (*R: 0, or
+ * -errno for an error) or the worker leaves (*R = 1). */
+static void serve_requests(struct loop *l, void *mem, int *r)
+{
+	struct fuse_buf fbuf = {.mem = (char *)mem + RECV_ALIGN - WRITE_HDR};
+	bool leave;
+
+	while (!fuse_session_exited(l->se)) {
+		/* Cancelled (at exit) only while waiting for a request. */
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		*r = fuse_session_receive_buf(l->se, &fbuf);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+		if (*r == -EINTR || *r == -EAGAIN)
+			continue;
+		if (*r <= 0) /* 0: unmounted */
+			return;
+		pthread_mutex_lock(&l->lock);
+		if (--l->idle == 0 && !l->stopping &&
+		    l->nthreads < l->max_threads && start_worker(l) < 0)
+			logmsg(LOG_WARNING, "cannot start a worker thread");
+		pthread_mutex_unlock(&l->lock);
+
+		fuse_session_process_buf(l->se, &fbuf);
+
+		pthread_mutex_lock(&l->lock);
+		l->idle++;
+		leave = worker_leaves(l);
+		pthread_mutex_unlock(&l->lock);
+		if (leave) {
+			*r = 1;
+			return;
+		}
+	}
+	*r = 0;
+}
+
+static void *worker(void *arg)
+{
+	struct loop *l = arg;
+	void *mem;
+	int r = -ENOMEM;
+
+	if (posix_memalign(&mem, RECV_ALIGN, RECV_BUF) == 0) {
+		pthread_cleanup_push(free, mem);
+		serve_requests(l, mem, &r);
+		pthread_cleanup_pop(1);
+	}
+	if (r > 0)
+		return NULL; /* detached: L may be gone */
+
+	/* Unmounted, or an error: the session ends; run_loop joins us. */
+	pthread_mutex_lock(&l->lock);
+	if (r < 0 && !l->error)
+		l->error = r;
+	l->nthreads--;
+	l->idle--;
+	pthread_mutex_unlock(&l->lock);
+	fuse_session_exit(l->se);
+	sem_post(&l->left);
+	return NULL;
+}
+
 /* Runs the session until unmount or a signal.  Returns 0 or -errno. */
 static int run_loop(struct fuse_session *se, struct fuse_cmdline_opts *opts,
 		    unsigned max_threads)
 {
-	struct fuse_loop_config *cfg;
+	struct loop l = {
+		.se = se,
+		.max_threads = max_threads,
+		/* UINT_MAX, the default: keep every worker, as libfuse does */
+		.max_idle = opts->max_idle_threads,
+	};
 	int r;
 
 	if (opts->singlethread)
 		return fuse_session_loop(se) < 0 ? -EIO : 0;
-	cfg = fuse_loop_cfg_create();
-	if (!cfg)
+	l.threads = calloc(max_threads, sizeof(*l.threads));
+	l.running = calloc(max_threads, sizeof(*l.running));
+	if (!l.threads || !l.running) {
+		free(l.threads);
+		free(l.running);
 		return -ENOMEM;
-	fuse_loop_cfg_set_clone_fd(cfg, 1);
-	fuse_loop_cfg_set_max_threads(cfg, max_threads);
-	if (opts->max_idle_threads != UINT_MAX) /* UINT_MAX: not given */
-		fuse_loop_cfg_set_idle_threads(cfg, opts->max_idle_threads);
-	r = fuse_session_loop_mt(se, cfg);
-	fuse_loop_cfg_destroy(cfg);
-	return r < 0 ? r : 0; /* > 0: the signal that ended it */
+	}
+	pthread_mutex_init(&l.lock, NULL);
+	sem_init(&l.left, 0, 0);
+
+	pthread_mutex_lock(&l.lock);
+	r = start_worker(&l);
+	pthread_mutex_unlock(&l.lock);
+	/* Woken by a leaving worker or by a signal (fuse_set_signal_handlers
+	 * makes SIGINT, SIGTERM and SIGHUP end the session). */
+	while (r == 0 && !fuse_session_exited(se)) {
+		(void)sem_wait(&l.left);
+		pthread_mutex_lock(&l.lock);
+		if (l.nthreads == 0 && !fuse_session_exited(se))
+			r = start_worker(&l); /* the last one left idle */
+		pthread_mutex_unlock(&l.lock);
+	}
+	if (r < 0 && !l.error)
+		l.error = r;
+	fuse_session_exit(se);
+
+	/* Workers waiting for a request are cancelled; one handling a request
+	 * finishes it first (cancellation is off while it does). */
+	pthread_mutex_lock(&l.lock);
+	l.stopping = true;
+	for (unsigned i = 0; i < max_threads; i++)
+		if (l.running[i])
+			pthread_cancel(l.threads[i]);
+	pthread_mutex_unlock(&l.lock);
+	for (unsigned i = 0; i < max_threads; i++)
+		if (l.running[i])
+			pthread_join(l.threads[i], NULL);
+
+	sem_destroy(&l.left);
+	pthread_mutex_destroy(&l.lock);
+	free(l.threads);
+	free(l.running);
+	return l.error;
 }
 
 /* Opens, mounts, serves, unmounts.  *READY_FD >= 0: tell the parent
