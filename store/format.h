@@ -24,10 +24,13 @@
 
 /* Feature bits: an old binary opens a pool with unknown COMPAT bits, opens
  * it read-only with unknown RO_COMPAT bits and refuses unknown INCOMPAT
- * bits.  Version 1 defines none. */
+ * bits.  RESHAPE: a member record is a tombstone (VDP_MS_REMOVED) or a
+ * metadata chunk copy lies in a member's data area (put there by an add
+ * or a removal); set while either is true, docs/format.md. */
+#define VDP_FEAT_INCOMPAT_RESHAPE (1ull << 0)
 #define VDP_FEAT_COMPAT_KNOWN 0ull
 #define VDP_FEAT_RO_COMPAT_KNOWN 0ull
-#define VDP_FEAT_INCOMPAT_KNOWN 0ull
+#define VDP_FEAT_INCOMPAT_KNOWN VDP_FEAT_INCOMPAT_RESHAPE
 
 /* Header of every metadata block and of each superblock slot. */
 struct vdp_bhdr {
@@ -111,17 +114,34 @@ struct vdp_dchunk {
 static_assert(sizeof(struct vdp_dchunk) == 40, "dchunk size");
 #define VDP_MAX_CHUNKS 16
 
-enum vdp_member_kind { VDP_MK_FILE = 1, VDP_MK_BLOCK = 2 };
+enum vdp_member_kind {
+	VDP_MK_FILE = 1,
+	VDP_MK_BLOCK = 2,
+	VDP_MK_ISCSI = 3,
+	VDP_MK_LVM = 4, /* path: lvm:VG/LV?uuid=VGUUID/LVUUID (member_lvm.c) */
+};
+
+/* A member record's state.  LEAVING: no new extents go there and a
+ * removal moves its extents and metadata copies away (resumed at open).
+ * REMOVED: a tombstone that keeps the other members' indices (extent ids
+ * name members by index); every other field is zero, nothing is opened,
+ * and a later add may reuse the slot. */
+enum vdp_member_state {
+	VDP_MS_ACTIVE = 0,
+	VDP_MS_LEAVING = 1,
+	VDP_MS_REMOVED = 2,
+};
 
 struct vdp_dmember {
 	uint8_t uuid[16];
 	uint64_t size;	   /* bytes of the member usable by the pool */
 	uint64_t data_off; /* byte offset of extent 0 */
 	uint64_t nextents;
-	uint32_t kind;	/* enum vdp_member_kind */
-	uint32_t state; /* 0 = active; later: leaving, removed */
-	char path[128]; /* where it was last seen, NUL-terminated */
-	uint8_t reserved[16];
+	uint32_t kind;	     /* enum vdp_member_kind */
+	uint32_t state;	     /* enum vdp_member_state */
+	char path[128];	     /* where it was last seen, NUL-terminated */
+	uint64_t added_txid; /* the commit that added it; 0: create's */
+	uint8_t reserved[8];
 };
 static_assert(sizeof(struct vdp_dmember) == 192, "dmember size");
 

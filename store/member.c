@@ -9,11 +9,15 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include "internal.h"
 #include "layer_internal.h"
+#include "lvm_meta.h"
 #include "member.h"
 
 #define BOUNCE_MAX (2u << 20)
@@ -70,13 +74,102 @@ static void *bounce_get(size_t size)
 
 int vdp_member_open(const char *spec, bool rdonly, struct vdp_member **out)
 {
-	/* Later kinds are told apart by prefix (iscsi://, lvm:). */
-	int r = vdp_member_file_open(spec, rdonly, out);
+	const struct vdp_member_id *id = NULL;
+	int r;
 
-	/* Test layers (layer.h), if a test set any, wrap the real member. */
+	/* Kinds are told apart by prefix (iscsi://, lvm:). */
+	if (vdp_member_is_iscsi(spec))
+		r = vdp_member_iscsi_open(spec, rdonly, out);
+	else if (strncmp(spec, "lvm:", 4) == 0)
+		r = vdp_member_lvm_open(spec, rdonly, out);
+	else
+		r = vdp_member_file_open(spec, rdonly, out);
+	if (r == 0)
+		id = (*out)->id;
+
+	/* Test layers (layer.h), if a test set any, wrap the real member;
+	 * the outermost carries the kind's identity. */
 	if (r == 0)
 		r = layers_wrap(out);
+	if (r == 0)
+		(*out)->id = id;
 	return r;
+}
+
+bool vdp_member_spec_names(const char *record, const char *spec)
+{
+	struct lvm_spec a, b;
+	bool same = false;
+
+	if (strcmp(record, spec) == 0)
+		return true;
+	if (lvm_spec_parse(record, &a, NULL, 0) < 0)
+		return false;
+	if (lvm_spec_parse(spec, &b, NULL, 0) == 0)
+		same = b.lv_uuid[0]
+			       ? !strcmp(a.lv_uuid, b.lv_uuid)
+			       : !strcmp(a.vg, b.vg) && !strcmp(a.lv, b.lv);
+	lvm_spec_clear(&a);
+	lvm_spec_clear(&b);
+	return same;
+}
+
+bool vdp_member_spec_is_path(const char *spec)
+{
+	return !vdp_member_is_iscsi(spec) && strncmp(spec, "lvm:", 4) != 0;
+}
+
+/* M's claims: its own, or its path's file or device, whole. */
+static const struct vdp_member_id *claims_of(const struct vdp_member *m,
+					     struct vdp_member_id *tmp,
+					     struct vdp_dev_claim *one)
+{
+	struct stat st;
+
+	if (m->id)
+		return m->id;
+	memset(tmp, 0, sizeof(*tmp));
+	if (stat(m->path, &st) == 0) {
+		one->whole = true;
+		one->dev = S_ISBLK(st.st_mode) ? st.st_rdev : st.st_dev;
+		one->ino = S_ISBLK(st.st_mode) ? 0 : st.st_ino;
+		tmp->devs = one;
+		tmp->ndevs = 1;
+	}
+	return tmp;
+}
+
+bool vdp_member_overlap(const struct vdp_member *a, const struct vdp_member *b,
+			char *why, size_t wl)
+{
+	struct vdp_member_id ta, tb;
+	struct vdp_dev_claim oa, ob;
+	const struct vdp_member_id *ia = claims_of(a, &ta, &oa),
+				   *ib = claims_of(b, &tb, &ob);
+
+	if (ia->lv_uuid[0] && strcmp(ia->lv_uuid, ib->lv_uuid) == 0) {
+		snprintf(why, wl, "both are LVM logical volume %s",
+			 ia->lv_uuid);
+		return true;
+	}
+	for (unsigned i = 0; i < ia->ndevs; i++)
+		for (unsigned j = 0; j < ib->ndevs; j++) {
+			const struct vdp_dev_claim *x = &ia->devs[i],
+						   *y = &ib->devs[j];
+
+			if (x->dev != y->dev || x->ino != y->ino ||
+			    (!x->whole && !y->whole))
+				continue;
+			if (x->whole && y->whole)
+				snprintf(why, wl, "the same file or device");
+			else
+				snprintf(why, wl,
+					 "device %u:%u is a PV under %s",
+					 major(x->dev), minor(x->dev),
+					 x->whole ? b->path : a->path);
+			return true;
+		}
+	return false;
 }
 
 void vdp_member_close(struct vdp_member *m)

@@ -45,12 +45,47 @@ struct vdp_member {
 	unsigned align; /* I/O alignment for pread/pwrite (power of two) */
 	int kind;	/* enum vdp_member_kind */
 	void *priv;	/* the kind's own state */
+	/* What it occupies, for vdp_member_overlap; NULL: the file or
+	 * device at PATH, whole.  Owned by the kind. */
+	const struct vdp_member_id *id;
+};
+
+/* A device a member uses: a block device (DEV = st_rdev, INO 0) or a
+ * file (st_dev, st_ino), WHOLE or only in part (a PV under an LV). */
+struct vdp_dev_claim {
+	uint64_t dev, ino;
+	bool whole;
+};
+
+struct vdp_member_id {
+	char lv_uuid[33]; /* the LVM LV it stands for, or "" */
+	unsigned ndevs;
+	struct vdp_dev_claim *devs;
 };
 
 /*
+ * vdp_member_overlap: whether A and B (open) reach the same storage: the
+ * same file or device, the same LVM logical volume (by LV UUID, through
+ * device-mapper or the PVs), or a device one uses whole that the other
+ * uses in part (a PV under an LV).  Two LVs sharing a PV do not overlap.
+ * On overlap writes the reason to WHY.
+ */
+bool vdp_member_overlap(const struct vdp_member *a, const struct vdp_member *b,
+			char *why, size_t wl);
+
+/* vdp_member_spec_names: whether SPEC, as a user types it, names the
+ * member recorded as RECORD: the same string, or for LVM members the same
+ * LV UUID or VG/LV names (lvm:VG/LV names lvm:VG/LV?uuid=...). */
+bool vdp_member_spec_names(const char *record, const char *spec);
+
+/* vdp_member_spec_is_path: SPEC names a file or device (not lvm:, not
+ * iscsi://), so it can be resolved with realpath and probed by path. */
+bool vdp_member_spec_is_path(const char *spec);
+
+/*
  * vdp_member_open: open the member named by SPEC (a file or block-device
- * path).  RDONLY opens it read-only.  On failure sets vdp_last_error() to a
- * sentence naming SPEC and returns -errno.
+ * path, an iscsi:// URL or an lvm: spec).  RDONLY opens it read-only.  On
+ * failure sets vdp_last_error() to a sentence naming SPEC and returns -errno.
  */
 int vdp_member_open(const char *spec, bool rdonly, struct vdp_member **out);
 void vdp_member_close(struct vdp_member *m);
@@ -58,6 +93,20 @@ void vdp_member_close(struct vdp_member *m);
 /* The kinds' constructors (member_file.c, ...). */
 int vdp_member_file_open(const char *path, bool rdonly,
 			 struct vdp_member **out);
+/* An LVM logical volume, lvm:VG/LV[?uuid=VGUUID/LVUUID][&pv=DEV,...]
+ * [&dm=no] (member_lvm.c, docs/members/lvm.md); m->path is the canonical
+ * spec with the UUIDs. */
+int vdp_member_lvm_open(const char *spec, bool rdonly, struct vdp_member **out);
+/* Whether libdevmapper reaches a kernel driver; if not, *WHY says why
+ * (and the first call logged that the PVs are read instead). */
+bool vdp_lvm_dm_available(const char **why);
+/* An iSCSI LUN, iscsi://[user[%password]@]host[:port]/iqn/lun
+ * (member_iscsi.c); m->path is the URL without the password. */
+int vdp_member_iscsi_open(const char *url, bool rdonly,
+			  struct vdp_member **out);
+/* SPEC is an iscsi:// URL; and one with a password in it. */
+bool vdp_member_is_iscsi(const char *spec);
+bool vdp_member_url_has_password(const char *spec);
 
 /*
  * vdp_member_read / vdp_member_write: any alignment of BUF, LEN and OFF.

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -488,6 +489,64 @@ static bool name_ok(const char *n)
 	return true;
 }
 
+/*
+ * A probe for a member that has no path to open (an iSCSI LUN): a sparse
+ * memfd of the member's size holding a copy of its first and last MiB,
+ * where libblkid finds the signatures of filesystems, partition tables,
+ * LVM and RAID.  *FD gets the memfd (the caller closes it); NULL if the
+ * copy cannot be made.
+ */
+static blkid_probe probe_copy(struct vdp_member *m, int *fd)
+{
+	uint64_t span = m->size < (2u << 20) ? m->size : (1u << 20);
+	uint64_t offs[2] = {0, m->size - span};
+	blkid_probe pr = NULL;
+	void *buf;
+
+	*fd = memfd_create("vdpool-probe", MFD_CLOEXEC);
+	if (*fd < 0)
+		return NULL;
+	if (posix_memalign(&buf, 4096, span) != 0)
+		goto err_close;
+	if (ftruncate(*fd, (off_t)m->size) < 0)
+		goto err_free;
+	for (int k = 0; k < 2; k++)
+		if (vdp_member_read(m, buf, span, offs[k]) < 0 ||
+		    pwrite(*fd, buf, span, (off_t)offs[k]) != (ssize_t)span)
+			goto err_free;
+	pr = blkid_new_probe();
+	if (pr && blkid_probe_set_device(pr, *fd, 0, 0) != 0) {
+		blkid_free_probe(pr);
+		pr = NULL;
+	}
+err_free:
+	free(buf);
+	if (pr)
+		return pr;
+err_close:
+	close(*fd);
+	*fd = -1;
+	return NULL;
+}
+
+/* Refuses member I if it reaches storage an earlier member reaches: the
+ * same LVM LV (by dm and by its PVs), or a PV under another's LV. */
+static int check_overlap(struct vdp_pool *p, unsigned i, const char *name)
+{
+	char why[200];
+
+	for (unsigned j = 0; j < i; j++) {
+		if (!p->members[i].m || !p->members[j].m ||
+		    !vdp_member_overlap(p->members[i].m, p->members[j].m, why,
+					sizeof(why)))
+			continue;
+		vdp_set_error("member %s overlaps member %s: %s", name,
+			      p->members[j].m->path, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 /* Refuses a member that holds a vdpool or another known signature. */
 static int check_signature(struct vdp_member *m, bool force)
 {
@@ -514,7 +573,10 @@ static int check_signature(struct vdp_member *m, bool force)
 
 	blkid_probe pr = blkid_new_probe_from_filename(m->path);
 	const char *type = NULL, *what = "filesystem";
+	int copy = -1;
 
+	if (!pr && !vdp_member_spec_is_path(m->path)) /* iSCSI, LVM */
+		pr = probe_copy(m, &copy);
 	if (!pr)
 		return 0; /* unreadable by blkid: our own reads worked */
 	blkid_probe_enable_superblocks(pr, 1);
@@ -533,6 +595,8 @@ static int check_signature(struct vdp_member *m, bool force)
 		}
 	}
 	blkid_free_probe(pr);
+	if (copy >= 0)
+		close(copy);
 	return r;
 }
 
@@ -633,12 +697,18 @@ int vdp_pool_create(const char *const *paths, size_t n,
 		char real[PATH_MAX];
 		struct stat a, b;
 
-		if (!realpath(paths[i], real)) {
+		bool url = !vdp_member_spec_is_path(paths[i]);
+
+		/* A URL or lvm: spec is kept as given; the member strips a
+		 * password, adds LVM UUIDs and checks its length (m->path). */
+		if (url) {
+			snprintf(real, sizeof(real), "%s", paths[i]);
+		} else if (!realpath(paths[i], real)) {
 			r = -errno;
 			vdp_set_error("member %s: %s", paths[i], strerror(-r));
 			goto err_free;
 		}
-		if (strlen(real) >= sizeof(pm->d.path)) {
+		if (!url && strlen(real) >= sizeof(pm->d.path)) {
 			r = -ENAMETOOLONG;
 			vdp_set_error("member %s: path longer than %zu bytes",
 				      real, sizeof(pm->d.path) - 1);
@@ -648,11 +718,20 @@ int vdp_pool_create(const char *const *paths, size_t n,
 		if (r < 0)
 			goto err_free;
 		p->nmembers++;
-		stat(real, &a);
+		if (!url)
+			stat(real, &a);
 		for (size_t j = 0; j < i; j++) {
-			stat(p->members[j].d.path, &b);
-			if ((S_ISBLK(a.st_mode) && a.st_rdev == b.st_rdev) ||
-			    (a.st_dev == b.st_dev && a.st_ino == b.st_ino)) {
+			bool same = false;
+
+			if (url)
+				same = strcmp(pm->m->path,
+					      p->members[j].d.path) == 0;
+			else if (stat(p->members[j].d.path, &b) == 0)
+				same = (S_ISBLK(a.st_mode) &&
+					a.st_rdev == b.st_rdev) ||
+				       (a.st_dev == b.st_dev &&
+					a.st_ino == b.st_ino);
+			if (same) {
 				r = -EINVAL;
 				vdp_set_error("member %s is listed twice (as "
 					      "%s)",
@@ -660,13 +739,16 @@ int vdp_pool_create(const char *const *paths, size_t n,
 				goto err_free;
 			}
 		}
+		r = check_overlap(p, i, paths[i]);
+		if (r < 0)
+			goto err_free;
 		r = lock_members(p, true);
 		if (r < 0)
 			goto err_free;
 		r = check_signature(pm->m, o->force);
 		if (r < 0)
 			goto err_free;
-		snprintf(pm->d.path, sizeof(pm->d.path), "%s", real);
+		snprintf(pm->d.path, sizeof(pm->d.path), "%s", pm->m->path);
 		pm->d.kind = (uint32_t)pm->m->kind;
 		pm->d.size = pm->m->size;
 		if (getrandom(pm->d.uuid, 16, 0) != 16) {
@@ -1003,11 +1085,21 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
 		struct pmember *pm = &p->members[i];
 
-		if (i == fi)
+		if (i == fi || pm->d.state == VDP_MS_REMOVED)
 			continue;
 		uuid_str(pm->d.uuid, u);
 		r = vdp_member_open(pm->d.path, flags & VDP_OPEN_RDONLY,
 				    &pm->m);
+		if (r < 0 && pm->d.kind == VDP_MK_LVM) {
+			/* The LVM member says which part is missing. */
+			char e[600];
+
+			snprintf(e, sizeof(e), "%s", vdp_last_error());
+			vdp_set_error("pool %s: member %u (uuid %s) is "
+				      "missing: %s",
+				      p->name, i, u, e);
+			break;
+		}
 		if (r < 0) {
 			vdp_set_error("pool %s: member %u (uuid %s, last seen "
 				      "at %s) is missing: %s",
@@ -1043,6 +1135,26 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 		}
 	}
 	free(t);
+	/* A newer superblock may say a member we opened (the first one, or
+	 * an earlier one) is gone: a removal's last commit. */
+	for (unsigned i = 0; i < p->nmembers && r == 0; i++)
+		if (p->members[i].d.state == VDP_MS_REMOVED &&
+		    p->members[i].m) {
+			vdp_member_close(p->members[i].m);
+			p->members[i].m = NULL;
+		}
+	/* An LV found by its UUID under a new name (lvrename): the next
+	 * commit records the new name.  And no two members may reach the
+	 * same LV or device (docs/members/lvm.md). */
+	for (unsigned i = 0; i < p->nmembers && r == 0; i++) {
+		struct pmember *pm = &p->members[i];
+
+		if (pm->m && pm->d.kind == VDP_MK_LVM &&
+		    strlen(pm->m->path) < sizeof(pm->d.path))
+			snprintf(pm->d.path, sizeof(pm->d.path), "%s",
+				 pm->m->path);
+		r = check_overlap(p, i, pm->d.path);
+	}
 	return r;
 }
 

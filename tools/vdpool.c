@@ -230,6 +230,28 @@ static void default_pool_name(const char *member, char *out, size_t size)
 		out[0] = 0;
 }
 
+/*
+ * An iscsi:// member with a password (iscsi://user%password@host/...):
+ * true, and in SHOWN (PATH_MAX bytes, unless NULL) the URL without it.
+ */
+static bool url_password(const char *m, char *shown)
+{
+	const char *rest = m + strlen("iscsi://"), *at, *pct;
+
+	if (strncmp(m, "iscsi://", strlen("iscsi://")) != 0)
+		return false;
+	at = strchr(rest, '@');
+	if (!at || (strchr(rest, '/') && strchr(rest, '/') < at))
+		return false;
+	pct = memchr(rest, '%', (size_t)(at - rest));
+	if (!pct)
+		return false;
+	if (shown)
+		snprintf(shown, PATH_MAX, "iscsi://%.*s%s", (int)(pct - rest),
+			 rest, at);
+	return true;
+}
+
 static int cmd_create(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -289,6 +311,15 @@ static int cmd_create(int argc, char **argv)
 		o.name = name;
 	}
 
+	for (i = 0; i < n; i++)
+		if (url_password(argv[optind + i], NULL))
+			fprintf(stderr,
+				"vdpool: warning: the password in the URL of "
+				"member %zu is visible to every user of this "
+				"machine (ps); it is not stored, so mount "
+				"needs VDPOOL_ISCSI_SECRET_FILE or "
+				"VDPOOL_ISCSI_PASSWORD\n",
+				i + 1);
 	r = vdp_pool_create((const char *const *)&argv[optind], n, &o);
 	if (r < 0) {
 		store_error(o.name, r);
@@ -296,8 +327,14 @@ static int cmd_create(int argc, char **argv)
 	}
 
 	printf("Created pool %s\n", o.name);
-	for (i = 0; i < n; i++)
-		printf("  %-13s%s\n", i ? "" : "members:", argv[optind + i]);
+	for (i = 0; i < n; i++) {
+		char shown[PATH_MAX];
+		const char *m = argv[optind + i];
+
+		if (url_password(m, shown))
+			m = shown;
+		printf("  %-13s%s\n", i ? "" : "members:", m);
+	}
 	r = vdp_pool_open(o.name, VDP_OPEN_RDONLY, &p);
 	if (r < 0) {
 		store_error(o.name, r);

@@ -12,7 +12,16 @@
 #                committed before every run (its first writes allocate);
 #   qemu-fuse    qemu-storage-daemon's FUSE export of the raw file
 #                (cache.direct=on, aio=native);
-#   nbdfuse      nbdfuse over nbdkit's file plugin on the raw file.
+#   nbdfuse      nbdfuse over nbdkit's file plugin on the raw file;
+#   iscsi-raw    an iSCSI LUN of a tgtd of this run (on a file of SIZE),
+#                read and written by fio's nbd engine through
+#                qemu-storage-daemon's libiscsi driver: the limit of a
+#                userspace initiator on this machine (Debian's fio has no
+#                libiscsi engine; its nbd engine cannot fdatasync, so
+#                fsync16-write is not run there);
+#   vdpool-iscsi an allocated disk on a pool whose one member is a second
+#                LUN of that tgtd.
+# The iSCSI targets run in full and quick mode when tgtd is installed.
 # raw, qemu-fuse and nbdfuse use the same backing file, one after another.
 # Jobs: fio, repeated, the median reported; metadata jobs: mount time and
 # daemon memory at 10^4..10^6 allocated extents, commit latency, clone time.
@@ -54,7 +63,7 @@ otherwise idle machine.
 EOF
 }
 
-ALL_TARGETS=raw,vdpool,vdpool-thin,qemu-fuse,nbdfuse
+ALL_TARGETS=raw,vdpool,vdpool-thin,qemu-fuse,nbdfuse,iscsi-raw,vdpool-iscsi
 ALL_JOBS=seq-write,seq-read,rand-write,rand-read,rand-rw,psync4-write,fsync16-write
 mode=full dir=/var/tmp build=${VDPOOL_BUILD:-$SRC/build} out=''
 size='' runtime='' ramp='' repeat='' targets='' jobs='' meta=1
@@ -90,6 +99,10 @@ smoke)
 esac
 size=${size:-${defaults[0]}} runtime=${runtime:-${defaults[1]}}
 ramp=${ramp:-${defaults[2]}} repeat=${repeat:-${defaults[3]}}
+if [ -z "$targets" ] && ! command -v tgtd >/dev/null; then
+	echo "bench: tgtd not installed (package tgt): no iSCSI targets" >&2
+	targets=${ALL_TARGETS%%,iscsi-raw*}
+fi
 targets=${targets:-$ALL_TARGETS} jobs=${jobs:-$ALL_JOBS}
 read -ra META_COUNTS <<<"${defaults[4]}"
 IFS=, read -ra TARGETS <<<"$targets"
@@ -138,6 +151,11 @@ done
 need=(fio python3 getfattr numfmt findmnt fusermount3)
 has qemu-fuse "${TARGETS[@]}" && need+=(qemu-storage-daemon)
 has nbdfuse "${TARGETS[@]}" && need+=(nbdkit nbdfuse)
+ISCSI=0
+if has iscsi-raw "${TARGETS[@]}" || has vdpool-iscsi "${TARGETS[@]}"; then
+	ISCSI=1
+	need+=(tgtd tgtadm ss qemu-storage-daemon)
+fi
 for c in "${need[@]}"; do
 	command -v "$c" >/dev/null || die "$c not found: run scripts/install-deps.sh"
 done
@@ -146,6 +164,7 @@ done
 # and the thin vdpool disk, and a margin.
 avail=$(($(stat -f -c '%a * %S' "$dir")))
 want=$((3 * SIZE + (1 << 30)))
+[ $ISCSI = 0 ] || want=$((want + 2 * SIZE + (128 << 20))) # the two LUNs
 [ "$avail" -ge "$want" ] ||
 	die "--dir $dir: $((avail >> 20)) MiB free, this run needs $((want >> 20)) MiB"
 
@@ -201,6 +220,10 @@ cleanup() {
 		esac
 	done
 	stop_pidfile "$W/qsd.pid" qemu-storage-daemon
+	stop_pidfile "$W/qsd-iscsi.pid" qemu-storage-daemon
+	if declare -F tgt_stop >/dev/null; then
+		tgt_stop
+	fi
 	if findmnt -M "$W/nbd" >/dev/null 2>&1; then
 		fusermount3 -u "$W/nbd" || fusermount3 -u -z "$W/nbd"
 	fi
@@ -238,6 +261,7 @@ dirty=$(git -C "$SRC" status --porcelain --untracked-files=no 2>/dev/null |
 	echo "qemu=$(first_line qemu-storage-daemon --version)"
 	echo "nbdkit=$(first_line nbdkit --version)"
 	echo "nbdfuse=$(first_line nbdfuse --version)"
+	[ $ISCSI = 0 ] || echo "tgt=$(first_line tgtd --version)"
 	echo "vdpool=$(first_line "$VDPOOLFS" -V), build $build"
 	echo "vdpool_commit=$commit${dirty:+ (uncommitted changes)}"
 	echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -275,6 +299,45 @@ fill() {
 daemon_pid() {
 	getfattr --absolute-names --only-values -n trusted.vdpool.pid "$1" ||
 		die "no vdpoolfs pid for $1"
+}
+
+# setup_iscsi: tgtd with LUN 1 (for iscsi-raw, filled) and LUN 2 (the
+# member of the pool of vdpool-iscsi), then qemu-storage-daemon's NBD
+# export of LUN 1 through its libiscsi driver.
+setup_iscsi() {
+	TGT_DIR=$W/tgt
+	mkdir -p "$TGT_DIR"
+	# shellcheck source=../e2e/iscsi/tgt.sh
+	. "$SRC/tests/e2e/iscsi/tgt.sh"
+	tgt_start || die "cannot start tgtd"
+	tgt_target 1 bench || die "tgtadm: target"
+	log "iscsi: tgtd on 127.0.0.1:$TGT_PORT"
+	if has iscsi-raw "${TARGETS[@]}"; then
+		truncate -s "$SIZE" "$W/lun1.img"
+		fill "$W/lun1.img"
+		tgt_lun 1 1 "$W/lun1.img" "$SIZE" || die "tgtadm: lun 1"
+		qemu-storage-daemon --daemonize --pidfile "$W/qsd-iscsi.pid" \
+			--blockdev "driver=iscsi,node-name=lun1,transport=tcp,portal=127.0.0.1:$TGT_PORT,target=$TGT_IQN_BASE:bench,lun=1,initiator-name=iqn.2026-01.org.vdpool:bench,cache.direct=on" \
+			--nbd-server "addr.type=unix,addr.path=$W/iscsi-nbd.sock" \
+			--export type=nbd,id=exp1,node-name=lun1,writable=on \
+			>"$W/qsd-iscsi.log" 2>&1 ||
+			die "qemu-storage-daemon (iscsi) failed: $(tail -n1 "$W/qsd-iscsi.log")"
+		FILE[iscsi-raw]="nbd+unix:///lun1?socket=$W/iscsi-nbd.sock"
+	fi
+	if has vdpool-iscsi "${TARGETS[@]}"; then
+		tgt_lun 1 2 "$W/lun2.img" $((SIZE + (128 << 20))) ||
+			die "tgtadm: lun 2"
+		"$VDPOOL" create --name bench-iscsi "$(tgt_url bench 2)" \
+			>/dev/null || die "vdpool create on the LUN failed"
+		mkdir -p "$W/pool-iscsi"
+		"$VDPOOL" mount bench-iscsi "$W/pool-iscsi" ||
+			die "vdpool mount bench-iscsi failed"
+		FILE[vdpool-iscsi]=$W/pool-iscsi/alloc.img
+		log "vdpool-iscsi: filling ${FILE[vdpool-iscsi]} ($size)"
+		truncate -s "$SIZE" "${FILE[vdpool-iscsi]}"
+		fill "${FILE[vdpool-iscsi]}"
+		sync "${FILE[vdpool-iscsi]}"
+	fi
 }
 
 setup_targets() {
@@ -335,6 +398,9 @@ setup_targets() {
 			die "nbdfuse did not come up: $(tail -n1 "$W/nbdfuse.log")"
 		FILE[nbdfuse]=$W/nbd/nbd
 	fi
+	if [ $ISCSI = 1 ]; then
+		setup_iscsi
+	fi
 }
 
 # thin_reset: make the thin disk a fresh, empty disk of SIZE and commit, so
@@ -381,7 +447,14 @@ run_fio() {
 	local t=$1 j=$2 rep=$3 f=${FILE[$1]} res=$out/fio/$1.$2.$3.json extra=''
 	local -a a
 	read -ra a <<<"${JOBARGS[$j]}"
-	a+=(--name="$j" --filename="$f" --direct=1 --group_reporting
+	if [ "$t" = iscsi-raw ]; then
+		# fio's nbd engine on qemu-storage-daemon's export: same
+		# pattern, depth and size; its psync jobs run at depth 1.
+		a=("${a[@]/--ioengine=*/--ioengine=nbd}" --uri="$f")
+	else
+		a+=(--filename="$f" --direct=1)
+	fi
+	a+=(--name="$j" --group_reporting
 		--lat_percentiles=1 --percentile_list=50:99:99.9
 		--runtime="$(fio_ms "$runtime")" --output-format=json)
 	if [ "$t" = vdpool-thin ]; then
@@ -416,6 +489,9 @@ run_jobs() {
 	for rep in $(seq "$repeat"); do
 		for j in "${JOBS[@]}"; do
 			for t in "${TARGETS[@]}"; do
+				if [ "$t" = iscsi-raw ] && [ "$j" = fsync16-write ]; then
+					continue # fio's nbd engine has no fdatasync
+				fi
 				if [ "$t" != vdpool-thin ] || ! thin_skips "$j"; then
 					run_fio "$t" "$j" "$rep"
 				fi

@@ -216,7 +216,7 @@ our_daemons() {
 }
 
 cleanup() {
-	local rc=$? target fstype dev pid i reports
+	local rc=$? target fstype dev pid i reports hook
 	trap - EXIT
 	trap '' INT TERM # finish the cleanup even when told to stop
 	set +e
@@ -248,6 +248,11 @@ cleanup() {
 		log "cleanup: killing leftover vdpoolfs $pid"
 		kill -9 "$pid"
 	done
+	# Services the test started for its members (an iSCSI target), once
+	# no daemon uses them.
+	for hook in "${VDP_CLEANUP_HOOKS[@]}"; do
+		"$hook"
+	done
 	while read -r dev; do
 		[ -n "$dev" ] && loop_remove "$dev"
 	done <"$VDP_TMP/loops"
@@ -271,6 +276,9 @@ cleanup() {
 	fi
 	exit "$rc"
 }
+# VDP_CLEANUP_HOOKS: commands the exit trap runs after the pools are
+# unmounted and their daemons gone (tests append to it).
+VDP_CLEANUP_HOOKS=()
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

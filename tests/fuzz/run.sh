@@ -54,6 +54,7 @@ max_len() {
 	block) echo 49155 ;;             # 3 bytes + 12 blocks
 	namespace) echo 24000 ;;         # both blobs; seeds reach 5 KiB
 	pool) echo 1024 ;;               # a list of patches
+	lvm) echo 16384 ;;               # mode byte + label, metadata area or text
 	*) echo 4096 ;;
 	esac
 }
