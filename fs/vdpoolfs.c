@@ -55,6 +55,8 @@ struct vdpfs {
 	bool rdonly;	 /* -o ro: pool opened VDP_OPEN_RDONLY */
 	bool page_cache; /* -o page_cache: no FOPEN_DIRECT_IO */
 	int close_err;	 /* vdp_pool_close's result, from destroy */
+	uint64_t extent_size;
+	size_t copy_reply_max; /* fs_copy_file_range */
 };
 
 /* ---- logging ---- */
@@ -579,17 +581,44 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 
 /*
  * copy_file_range between two disks of this mount: the store shares whole
- * extents (a clone in milliseconds) and copies the rest.  The kernel sends
- * it only within one FUSE mount; elsewhere it copies through the page cache
- * itself.  The reply's byte count is 32 bits: a longer request is answered
- * in part, and callers (cp, qemu-img) continue.
+ * extents (a clone in milliseconds) and copies the rest, the whole request
+ * as one transaction.  The kernel sends it only within one FUSE mount;
+ * elsewhere it copies through the page cache itself.  The reply's byte
+ * count is 32 bits: the store may do more than one reply can say (a clone
+ * of a whole multi-GiB disk, at once, so that no commit sees half of it);
+ * the reply says at most COPY_REPLY_MAX and callers (cp, qemu-img) ask for
+ * the rest, which the store finds done: the same extents, shared already.
  */
+#define COPY_REPLY_MAX ((size_t)1 << 30)
+
+/*
+ * Whether a request is the first of a copy of a whole disk that the
+ * kernel cut: Linux sends at most UINT_MAX rounded down to a page per
+ * request (4 GiB - 4 KiB), so `cp` or `cat` of a larger disk arrives in
+ * parts, and a commit between two parts would hold half a clone.  A
+ * request from offset 0 to offset 0 of an empty disk, exactly that long,
+ * is taken for the whole disk (the store clips at the source's end) and
+ * done as one transaction; the parts after it find it done.  Only a
+ * caller asking for exactly that many bytes into an empty disk gets more.
+ */
+static bool whole_clone(struct vdpfs *fs, fuse_ino_t ino_out, off_t off_in,
+			off_t off_out, size_t len)
+{
+	uint64_t cut = UINT32_MAX & ~((uint64_t)sysconf(_SC_PAGESIZE) - 1);
+	struct vdp_attr a;
+
+	return off_in == 0 && off_out == 0 && len == cut &&
+	       vdp_getattr(fs->pool, ino_out, &a) == 0 && a.size == 0 &&
+	       a.blocks == 0;
+}
+
 static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 			       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
 			       off_t off_out, struct fuse_file_info *fi_out,
 			       size_t len, int flags)
 {
-	const size_t max = 1u << 30;
+	struct vdpfs *fs = fs_of(req);
+	size_t max;
 	ssize_t n;
 
 	(void)fi_in;
@@ -598,18 +627,26 @@ static void fs_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (len > max)
-		len = max;
-	if (off_in < 0 || bad_range(off_out, len)) {
+	if (off_in < 0 || off_out < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	n = vdp_copy_range(fs_of(req)->pool, ino_in, (uint64_t)off_in, ino_out,
+	/* The store clips LEN at the source's end of file. */
+	if (bad_range(off_out, len))
+		len = (size_t)(INT64_MAX - off_out);
+	if (whole_clone(fs, ino_out, off_in, off_out, len))
+		len = (size_t)(INT64_MAX - off_out);
+	n = vdp_copy_range(fs->pool, ino_in, (uint64_t)off_in, ino_out,
 			   (uint64_t)off_out, len);
+	/* A copy whose offsets do not line up inside an extent moves every
+	 * byte, and the store does at most COPY_REPLY_MAX of it. */
+	max = ((uint64_t)off_in - (uint64_t)off_out) % fs->extent_size
+		      ? COPY_REPLY_MAX
+		      : fs->copy_reply_max;
 	if (n < 0)
 		reply_err(req, "copy_file_range", ino_out, (int)n);
 	else
-		fuse_reply_write(req, (size_t)n);
+		fuse_reply_write(req, (size_t)n < max ? (size_t)n : max);
 }
 
 /* The kernel answers SEEK_SET/CUR/END itself and sends only DATA/HOLE. */
@@ -1426,7 +1463,8 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 {
 	struct vdpfs fs = {.rdonly = cl->ro, .page_cache = cl->page_cache};
 	struct fuse_session *se;
-	const char *test_layers;
+	const char *test_layers, *test_copy;
+	struct vdp_statfs sfs;
 	int r, ret = 1;
 
 	/* Before any thread exists, so that all inherit it (needs
@@ -1456,6 +1494,17 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 	if (cl->commit_set)
 		vdp_pool_set_commit_interval(fs.pool, cl->commit_ms);
 	vdp_pool_problems(fs.pool, log_problem, NULL);
+	vdp_pool_statfs(fs.pool, &sfs);
+	fs.extent_size = sfs.extent_size;
+	/* Crash tests make clones take many requests with a smaller reply
+	 * (tests/crash); never set in production. */
+	test_copy = getenv("VDPOOL_TEST_COPY_REPLY_MAX");
+	fs.copy_reply_max = COPY_REPLY_MAX;
+	if (test_copy && *test_copy) {
+		unsigned long v = strtoul(test_copy, NULL, 10);
+
+		fs.copy_reply_max = v ? v : 1;
+	}
 
 	se = fuse_session_new(args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)

@@ -23,6 +23,8 @@ PACKAGES=(
 	# end-to-end tests
 	qemu-utils fio e2fsprogs util-linux mount coreutils diffutils xxd
 	attr psmisc procps python3 jq
+	# the copies that write-side sharing turns into clones (e2e.cp)
+	rsync
 	# LVM members (tests/e2e/lvm.sh): pvcreate, vgcreate, lvcreate, dmsetup
 	lvm2
 	# iSCSI members (tests/e2e/iscsi*.sh): a target to test against; ss

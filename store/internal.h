@@ -11,6 +11,7 @@
  *                       dentries, trees, allocators, pending lists.  Held
  *                       for memory work only, never across member I/O.
  *   p->commit_lock      one commit at a time (see commit.c).
+ *   share.c's locks     innermost; nothing taken under them, no I/O.
  */
 #ifndef VDP_INTERNAL_H
 #define VDP_INTERNAL_H
@@ -84,11 +85,30 @@ struct vnode {
 	/* Directories: the last ns_walk_files that entered it. */
 	uint64_t walk_gen;
 	pthread_rwlock_t io;
+	/* share.c: this disk's read and write streams (made on first use),
+	 * and how many are gathering an extent now. */
+	_Atomic(struct share_streams *) shs;
+	atomic_uint shs_active;
 };
 
 struct qbuf {
 	uint64_t addr;
 	void *blk; /* VDP_BLOCK_SIZE, sealed */
+};
+
+/* The pool's one background task, a removal or a balance (reshape.c).
+ * Fields under p->task_lock except STOP. */
+struct reshape_task {
+	pthread_t thread;
+	bool joinable;	  /* a thread to join */
+	atomic_bool stop; /* cancel or close: stop at the next extent */
+	bool cancel;	  /* stop means cancel (the member becomes active) */
+	int kind, state;  /* enum vdp_task_kind, enum vdp_task_state */
+	unsigned member;  /* a removal's member index */
+	uint64_t done, total, gen, start_ms, start_done;
+	uint64_t rate; /* bytes per second moved at most, 0 = no limit */
+	char path[128];
+	char error[256];
 };
 
 struct vdp_pool {
@@ -133,8 +153,15 @@ struct vdp_pool {
 	/* Some extent is (or was, since open) shared by two map entries:
 	 * writes must then check refcounts and copy a shared extent first. */
 	atomic_bool shared;
+	/* share.c: extents read whole lately (made on first use). */
+	_Atomic(struct share *) share;
 	pthread_mutex_t err_lock; /* innermost: the members' last_error */
-	char commit_error[200];	  /* why the last commit failed, "" if ok */
+	/* 1 + index of a member being added: its superblock is written
+	 * first by the next commit (pool_write_super); 0 = none. */
+	unsigned super_first;
+	pthread_mutex_t task_lock; /* the background task's fields */
+	struct reshape_task task;
+	char commit_error[200]; /* why the last commit failed, "" if ok */
 
 	pthread_mutex_t commit_lock;
 	pthread_cond_t commit_cv;
@@ -192,6 +219,36 @@ int pool_each_member(struct vdp_pool *p, uint64_t mask,
 int member_error(struct vdp_pool *p, struct pmember *pm, enum io_kind kind,
 		 const char *what, int r);
 
+/* Whether copy K of metadata chunk C lies in its member's data area (an
+ * add or a removal put it there; its extents are taken), whole and
+ * aligned. */
+bool chunk_in_data(const struct vdp_pool *p, const struct vdp_dchunk *c,
+		   unsigned k);
+/* The extents chunk C's copy takes in a data area, whole. */
+uint64_t chunk_extents(const struct vdp_pool *p, const struct vdp_dchunk *c);
+/* chunk_in_data, and then the extents [*FIRST, *FIRST + *N) of its member
+ * that copy K takes. */
+bool chunk_data_run(const struct vdp_pool *p, const struct vdp_dchunk *c,
+		    unsigned k, uint64_t *first, uint64_t *n);
+/* The incompat feature bits the pool's state needs (format.h). */
+uint64_t pool_incompat(const struct vdp_pool *p);
+/* What reshape.c needs of pool.c: the newest valid superblock of M, the
+ * signature check of create (-EEXIST with a sentence), and rewriting the
+ * registry entry with the current members. */
+int pool_super_read(struct vdp_member *m, struct vdp_dsuper *s, char *why,
+		    size_t wl);
+int pool_check_signature(struct vdp_member *m, bool force);
+int pool_register(const struct vdp_pool *p);
+
+/* reshape.c */
+/* At a writable open, before alloc_init: members whose file or device
+ * grew are recorded at their new size (committed by the next commit). */
+void reshape_grow_at_open(struct vdp_pool *p);
+/* At a writable open: restart the removal of a LEAVING member. */
+void reshape_resume(struct vdp_pool *p);
+/* At close: stop the task (a removal stays LEAVING, resumed next open). */
+void reshape_stop(struct vdp_pool *p);
+
 /* alloc.c */
 int alloc_init(struct vdp_pool *p);
 void alloc_free_all(struct vdp_pool *p);
@@ -203,6 +260,16 @@ int mark_meta_used(struct vdp_pool *p, uint64_t addr);
  * meta_lock hold, so no commit can record one without the other, or gives
  * it back with unalloc_extent. */
 int alloc_extent(struct vdp_pool *p, uint64_t *pid);
+/* alloc_extent on member MI only (any state but REMOVED); for balance. */
+int alloc_extent_on(struct vdp_pool *p, unsigned mi, uint64_t *pid);
+/* Makes room for member MI to have NEXTENTS (more than now) extents. */
+int alloc_grow_member(struct vdp_pool *p, unsigned mi, uint64_t nextents);
+/* The first run of N free extents on member MI, or -ENOSPC. */
+int alloc_find_run(struct vdp_pool *p, unsigned mi, uint64_t n,
+		   uint64_t *first);
+/* Takes (TAKE) or gives back extents [first, first + n) of member MI. */
+void alloc_mark_run(struct vdp_pool *p, unsigned mi, uint64_t first, uint64_t n,
+		    bool take);
 void unalloc_extent(struct vdp_pool *p, uint64_t pid);
 int mark_extent_used(struct vdp_pool *p, uint64_t pid);
 int extent_ref(struct vdp_pool *p, uint64_t pid);
@@ -217,6 +284,13 @@ bool pid_valid(const struct vdp_pool *p, uint64_t pid);
 
 /* commit.c */
 int pool_sync(struct vdp_pool *p, bool times);
+/* Runs PREP while no commit runs or starts, then a full commit of
+ * everything, PREP's changes included.  For changes to the member table
+ * and the metadata chunks, which a running commit reads without
+ * meta_lock.  Returns PREP's error (the commit still runs), else the
+ * commit's. */
+int pool_commit_with(struct vdp_pool *p,
+		     int (*prep)(struct vdp_pool *p, void *ctx), void *ctx);
 int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk);
 int commit_start_timer(struct vdp_pool *p);
 void commit_stop_timer(struct vdp_pool *p);
@@ -243,7 +317,65 @@ void vnode_touch(struct vnode *v, bool mtime, bool ctime);
 typedef int (*ns_file_fn)(void *ctx, const char *path, struct vnode *v);
 int ns_walk_files(struct vdp_pool *p, ns_file_fn fn, void *ctx);
 
+/* share.c: write-side sharing, see there.  A candidate: the extent PID
+ * that virtual extent VEXT of inode INO mapped when it was read whole, and
+ * the key of the bytes read. */
+struct share;
+struct share_streams;
+struct share_cand {
+	uint64_t key, ino, vext, pid;
+};
+/* The key of N bytes of BUF at offset S inside an extent (both multiples
+ * of 512); keys of the pieces of an extent add up to the extent's key. */
+uint64_t share_key(const void *buf, uint64_t s, size_t n);
+/* Tests: only these bits of a key count (all: UINT64_MAX). */
+extern uint64_t share_key_mask;
+/* Extents a piece completed: up to SHARE_DONE_MAX (virtual extent, key). */
+#define SHARE_DONE_MAX 4
+struct share_done {
+	unsigned n;
+	uint64_t vext[SHARE_DONE_MAX], key[SHARE_DONE_MAX];
+};
+/* Feeds N bytes of BUF at offset S of virtual extent VEXT of V, just read
+ * (WRITE false, PID the extent read) or written (WRITE true, PID 0), to
+ * V's streams.  *D gets the extents done: gathered whole, piece by piece,
+ * each byte once; and, for writes, an extent whose end was written or that
+ * the writer left for a later one, keyed as if what was not written were
+ * zeros (writers skip zeros; only the bytes compare decides).  Cheap (one
+ * atomic load) for small pieces of a disk with no stream.  Any lock
+ * held but the share locks. */
+void share_feed(struct vdp_pool *p, struct vnode *v, bool write, uint64_t vext,
+		uint64_t pid, uint64_t s, const void *buf, size_t n,
+		struct share_done *d);
+/* Ends V's write streams of extents before BEFORE (UINT64_MAX: all; at a
+ * flush, or when a whole extent after them is written), into *D, keyed as
+ * share_feed keys an extent the writer left. */
+void share_finish(struct vdp_pool *p, struct vnode *v, uint64_t before,
+		  struct share_done *d);
+/* Remembers a whole extent read: a candidate.  Any lock held. */
+void share_add(struct vdp_pool *p, uint64_t key, uint64_t ino, uint64_t vext,
+	       uint64_t pid);
+/* The most recent candidate with KEY, if any; share_forget drops one that
+ * turned out stale. */
+bool share_find(struct vdp_pool *p, uint64_t key, struct share_cand *c);
+void share_forget(struct vdp_pool *p, const struct share_cand *c);
+/* Whether any candidate is fresh: writes are keyed only then. */
+bool share_wanted(struct vdp_pool *p);
+/* Counts a write that shared an extent, or whose key matched but whose
+ * bytes differed; share_stats reads the counts. */
+void share_count(struct vdp_pool *p, bool shared);
+void share_stats(struct vdp_pool *p, uint64_t *shared, uint64_t *differ);
+/* Frees the table (pool_free) and a disk's streams (its vnode's end). */
+void share_free(struct share *t);
+void share_vnode_free(struct vnode *v);
+
 /* vdisk.c */
+/* If virtual extent VEXT of V maps OLD, maps it to PID instead: one
+ * reference more on PID, one less on OLD (which the caller copied to PID).
+ * Returns 1 if switched, 0 if VEXT no longer maps OLD, or -errno.  Under
+ * v->io exclusive and meta_lock. */
+int vdisk_remap(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		uint64_t old, uint64_t pid);
 int vdisk_truncate(struct vdp_pool *p, struct vnode *v, uint64_t size);
 void vdisk_release_all(struct vdp_pool *p, struct vnode *v);
 uint64_t vdisk_max_size(const struct vdp_pool *p);

@@ -436,6 +436,7 @@ static void vnode_mem_free(struct vnode *v)
 	rtree_destroy(&v->data);
 	rtree_destroy(&v->xblob);
 	free(v->xattrs);
+	share_vnode_free(v);
 	pthread_rwlock_destroy(&v->io);
 	free(v);
 }

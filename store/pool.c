@@ -429,6 +429,7 @@ struct vdp_pool *pool_alloc(void)
 	pthread_mutex_init(&p->meta_lock, NULL);
 	pthread_mutex_init(&p->commit_lock, NULL);
 	pthread_mutex_init(&p->err_lock, NULL);
+	pthread_mutex_init(&p->task_lock, NULL);
 	pthread_cond_init(&p->commit_cv, NULL);
 	p->interval_ms = 2000;
 	rtree_init(&p->inodes, VDP_TREE_INODES, sizeof(struct vdp_dinode), 0);
@@ -450,7 +451,9 @@ void pool_free(struct vdp_pool *p)
 	pthread_mutex_destroy(&p->meta_lock);
 	pthread_mutex_destroy(&p->commit_lock);
 	pthread_mutex_destroy(&p->err_lock);
+	pthread_mutex_destroy(&p->task_lock);
 	pthread_cond_destroy(&p->commit_cv);
+	share_free(atomic_load(&p->share));
 	free(p);
 }
 

@@ -331,6 +331,23 @@ void vdisk_release_all(struct vdp_pool *p, struct vnode *v)
 	v->d.nalloc = 0;
 }
 
+/* Tells share.c of N bytes read at S of virtual extent VEXT of V (extent
+ * PID): an extent read whole, at once or piece by piece, is a candidate
+ * for write-side sharing. */
+static void note_read(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		      uint64_t pid, uint64_t s, const void *buf, size_t n)
+{
+	struct share_done d;
+
+	if (s == 0 && n == p->extent_size) {
+		share_add(p, share_key(buf, 0, n), v->ino, vext, pid);
+		return;
+	}
+	share_feed(p, v, false, vext, pid, s, buf, n, &d);
+	for (unsigned i = 0; i < d.n; i++)
+		share_add(p, d.key[i], v->ino, d.vext[i], pid);
+}
+
 ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		 uint64_t off)
 {
@@ -368,6 +385,8 @@ ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 				member_error(p, pm, IO_READ, "read", r);
 				break;
 			}
+			note_read(p, v, o >> p->extent_shift, pid, s,
+				  (char *)buf + done, n);
 		} else {
 			memset((char *)buf + done, 0, n);
 		}
@@ -443,18 +462,14 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 	return done ? (ssize_t)done : r;
 }
 
-ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
-		  uint64_t off)
+/* Writes LEN bytes of BUF at OFF of V, taking v->io: vdp_write without
+ * write-side sharing. */
+static ssize_t write_range(struct vdp_pool *p, struct vnode *v, const void *buf,
+			   size_t len, uint64_t off)
 {
-	struct vnode *v;
 	ssize_t n;
 	bool excl;
-	int r = get_file(p, ino, &v);
 
-	if (r == 0)
-		r = may_write(p, off, len);
-	if (r < 0)
-		return r;
 	/* Writes that extend the file run alone: they zero the old tail. */
 	excl = off + len > file_size(p, v);
 	if (excl)
@@ -468,6 +483,29 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 	}
 	n = write_locked(p, v, buf, len, off, &excl);
 	pthread_rwlock_unlock(&v->io);
+	return n;
+}
+
+static ssize_t write_sharing(struct vdp_pool *p, struct vnode *v,
+			     const void *buf, size_t len, uint64_t off);
+
+ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
+		  uint64_t off)
+{
+	struct vnode *v;
+	ssize_t n;
+	int r = get_file(p, ino, &v);
+
+	if (r == 0)
+		r = may_write(p, off, len);
+	if (r < 0)
+		return r;
+	/* Keys cost a hash of the bytes: only while some extent read lately
+	 * could match. */
+	if (share_wanted(p))
+		n = write_sharing(p, v, buf, len, off);
+	else
+		n = write_range(p, v, buf, len, off);
 	p->n_writes++;
 	if (n > 0)
 		p->b_written += (uint64_t)n;
@@ -629,36 +667,34 @@ int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence)
 
 /*
  * Virtual extent XO of VO becomes what XI of VI is: the same extent, one
- * more reference (or a hole).  Under both io locks exclusive.
+ * more reference (or a hole).  Returns 1 if that changed the map, 0 if it
+ * already was so.  Under both io locks exclusive and meta_lock; the extent
+ * id was checked (pid_valid) by the caller.
  */
-static int share_extent(struct vdp_pool *p, struct vnode *vi, uint64_t xi,
+static int share_locked(struct vdp_pool *p, struct vnode *vi, uint64_t xi,
 			struct vnode *vo, uint64_t xo)
 {
 	uint64_t pid = map_get(vi, xi), old = map_get(vo, xo), *slot;
-	int r = 0;
+	int r;
 
 	if (pid == old)
-		return 0;
-	if (pid && !pid_valid(p, pid))
-		return bad_pid(p, pid);
-	pthread_mutex_lock(&p->meta_lock);
-	if (pid) {
+		return 0; /* a follow-up request of a clone done whole */
+	if (!pid) {
+		r = unmap_range(p, vo, xo, xo + 1);
+	} else {
 		slot = rtree_slot(&vo->data, xo);
 		r = slot ? extent_ref(p, pid) : -ENOMEM;
-		if (r == 0) {
-			atomic_store(&p->shared, true);
-			*slot = htole64(pid);
-			if (old)
-				r = extent_unref(p, old);
-			else
-				vo->d.nalloc++;
-			vnode_dirty(p, vo);
-		}
-	} else {
-		r = unmap_range(p, vo, xo, xo + 1);
+		if (r < 0)
+			return r;
+		atomic_store(&p->shared, true);
+		*slot = htole64(pid);
+		if (old)
+			r = extent_unref(p, old);
+		else
+			vo->d.nalloc++;
+		vnode_dirty(p, vo);
 	}
-	pthread_mutex_unlock(&p->meta_lock);
-	return r;
+	return r < 0 ? r : 1;
 }
 
 /* Reads LEN bytes at OFF of V, all inside one extent, into BUF (zeros for
@@ -698,90 +734,428 @@ static void lock_pair(struct vnode *a, struct vnode *b, bool lock)
 		pthread_rwlock_wrlock(&second->io);
 }
 
+/* The most a copy whose offsets do not line up inside an extent moves in
+ * one call (it copies every byte through the daemon). */
+#define COPY_MAX (1ull << 30)
+
+/* What a copy does to destination extent XO at its commit point: map the
+ * new extent PID it filled for a hole, or (PID 0) unmap it, a whole extent
+ * of the source's holes. */
+struct fresh {
+	uint64_t xo, pid;
+};
+
+/* The copy's state for one call. */
+struct copy {
+	struct vnode *vi, *vo;
+	uint64_t off_in, off_out, size_in, size_out; /* sizes at the start */
+	bool same;
+	bool wrote; /* bytes were copied in place */
+};
+
 /*
- * copy_file_range: whole extents that line up in source and destination
- * are shared (a reference more, no data moved) or become holes where the
- * source has holes; the pieces around them are copied, their holes kept as
- * holes.  Both disks are locked exclusive for the call, so no write lands
- * in a source extent between the check and the share.  The destination
- * grows as a write would make it.
+ * The piece of the copy at DONE: *N bytes inside one destination extent.
+ * Returns whether it is shared whole: both sides start an extent and it is
+ * a whole extent, or it is the source's partial last extent going to the
+ * destination's last one (nothing of the destination lies past it, so the
+ * zeros past the source's end of file are zeros past the destination's).
+ */
+static bool copy_piece_at(const struct vdp_pool *p, const struct copy *c,
+			  uint64_t done, uint64_t len, uint64_t *n)
+{
+	const uint64_t m = p->extent_size - 1;
+	uint64_t i = c->off_in + done, o = c->off_out + done;
+
+	*n = len - done < p->extent_size - (o & m) ? len - done
+						   : p->extent_size - (o & m);
+	if ((i & m) || (o & m))
+		return false;
+	if (*n == p->extent_size)
+		return true;
+	return !c->same && i + *n == c->size_in && c->size_out <= o + *n;
+}
+
+/*
+ * Copies the N bytes at I of the source to O of the destination, inside
+ * one destination extent, by data: into that extent in place (given its own
+ * copy first when it is shared) or, for a hole, into a fresh extent that is
+ * mapped later (*F).  A source hole over a destination hole stays a hole;
+ * over a whole destination extent, it makes one later (*F, pid 0).
+ * Returns 1 when *F holds something to do, 0 when not, or -errno.  Under
+ * both io locks exclusive.
+ */
+static int copy_bytes(struct vdp_pool *p, struct copy *c, uint64_t i,
+		      uint64_t o, uint64_t n, void *buf, struct fresh *f)
+{
+	const uint64_t e = p->extent_size, sh = p->extent_shift, m = e - 1;
+	uint64_t xo = o >> sh, dpid = map_get(c->vo, xo), n1, base;
+	bool hole =
+		!map_get(c->vi, i >> sh) && !map_get(c->vi, (i + n - 1) >> sh);
+	struct pmember *pm;
+	int r;
+
+	f->xo = xo;
+	f->pid = 0;
+	if (dpid && !pid_valid(p, dpid))
+		return bad_pid(p, dpid);
+	if (hole && !dpid)
+		return 0;
+	if (hole && n == e)
+		return 1; /* unmapped at the commit point */
+	if (dpid) {
+		c->wrote = true;
+		r = cow_extent(p, c->vo, xo, &dpid);
+		if (r == 0 && hole)
+			r = zero_in_extent(p, dpid, o & m, (o & m) + n);
+		if (r < 0 || hole)
+			return r;
+	}
+	n1 = n < e - (i & m) ? n : e - (i & m);
+	r = read_piece(p, c->vi, buf, n1, i);
+	if (r == 0 && n1 < n)
+		r = read_piece(p, c->vi, (char *)buf + n1, n - n1, i + n1);
+	if (r < 0)
+		return r;
+	if (!dpid) {
+		r = take_extent(p, &dpid);
+		if (r < 0)
+			return r;
+		f->pid = dpid;
+	}
+	pool_member_offset(p, dpid, &pm, &base);
+	if (f->pid && n != e)
+		r = pm->m->ops->write_zeroes(pm->m, base, e);
+	if (r == 0)
+		r = vdp_member_write(pm->m, buf, n, base + (o & m));
+	atomic_store(&pm->written, true);
+	if (r < 0 && f->pid) {
+		pthread_mutex_lock(&p->meta_lock);
+		unalloc_extent(p, f->pid);
+		pthread_mutex_unlock(&p->meta_lock);
+		f->pid = 0;
+	}
+	if (r < 0)
+		return member_error(p, pm, IO_WRITE, "write", r);
+	return f->pid != 0;
+}
+
+/*
+ * The commit point of a copy: maps the shared extents and the fresh ones
+ * of the first *DONE bytes, and grows the destination, all in one hold of
+ * meta_lock, so that a commit sees all of it or nothing.  On a failure
+ * part way *DONE becomes what was applied; the fresh extents not mapped go
+ * back.  Under both io locks exclusive.
+ */
+static int copy_apply(struct vdp_pool *p, const struct copy *c, uint64_t *done,
+		      struct fresh *fr, size_t nf)
+{
+	const uint64_t sh = p->extent_shift;
+	uint64_t d = 0, n, *slot;
+	bool changed = c->wrote;
+	size_t k = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&p->meta_lock);
+	while (r == 0 && d < *done) {
+		uint64_t o = c->off_out + d;
+
+		if (copy_piece_at(p, c, d, *done, &n)) {
+			r = share_locked(p, c->vi, (c->off_in + d) >> sh, c->vo,
+					 o >> sh);
+			changed |= r > 0;
+			r = r < 0 ? r : 0;
+		} else if (k < nf && fr[k].xo == o >> sh && !fr[k].pid) {
+			r = unmap_range(p, c->vo, o >> sh, (o >> sh) + 1);
+			changed = true;
+			k++;
+		} else if (k < nf && fr[k].xo == o >> sh) {
+			slot = rtree_slot(&c->vo->data, o >> sh);
+			r = slot ? extent_ref(p, fr[k].pid) : -ENOMEM;
+			if (r == 0) {
+				*slot = htole64(fr[k].pid);
+				c->vo->d.nalloc++;
+				changed = true;
+				k++;
+			}
+		}
+		if (r == 0)
+			d += n;
+	}
+	*done = d;
+	for (; k < nf; k++)
+		if (fr[k].pid)
+			unalloc_extent(p, fr[k].pid);
+	if (c->off_out + d > c->vo->d.size) {
+		c->vo->d.size = c->off_out + d;
+		changed = true;
+	}
+	/* A follow-up request of a clone done whole changes nothing: it
+	 * leaves the disk clean, so no commit follows it. */
+	if (changed) {
+		vnode_touch(c->vo, true, true);
+		vnode_dirty(p, c->vo);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	return r;
+}
+
+/*
+ * copy_file_range, as one transaction: first the data work (the pieces
+ * that are not whole shared extents are copied, holes stay holes), then
+ * every map change in one hold of meta_lock (copy_apply).  Both disks are
+ * locked exclusive for the call, so no write lands in a source extent
+ * between the check and the share.  When the offsets line up inside an
+ * extent the whole range is done, however long (only a partial extent at
+ * either end moves data); else at most COPY_MAX.
  */
 ssize_t vdp_copy_range(struct vdp_pool *p, uint64_t ino_in, uint64_t off_in,
 		       uint64_t ino_out, uint64_t off_out, size_t len)
 {
-	const uint64_t e = p->extent_size, sh = p->extent_shift;
-	struct vnode *vi, *vo;
-	uint64_t size_in;
-	size_t done = 0;
-	bool excl = true;
+	const uint64_t m = p->extent_size - 1, sh = p->extent_shift;
+	struct copy c = {.off_in = off_in, .off_out = off_out};
+	struct fresh *fr = NULL;
+	uint64_t done = 0, n;
+	size_t nf = 0;
 	void *buf = NULL;
-	int r = get_file(p, ino_in, &vi);
+	int r = get_file(p, ino_in, &c.vi);
 
 	if (r == 0)
-		r = get_file(p, ino_out, &vo);
-	if (r == 0)
-		r = may_write(p, off_out, len);
+		r = get_file(p, ino_out, &c.vo);
 	if (r < 0)
 		return r;
-	lock_pair(vi, vo, true);
-	size_in = file_size(p, vi);
-	if (off_in >= size_in)
+	c.same = c.vi == c.vo;
+	lock_pair(c.vi, c.vo, true);
+	c.size_in = file_size(p, c.vi);
+	if (off_in >= c.size_in)
 		len = 0;
-	else if (len > size_in - off_in)
-		len = (size_t)(size_in - off_in);
-	if (vi == vo && len && off_in < off_out + len && off_out < off_in + len)
+	else if (len > c.size_in - off_in)
+		len = (size_t)(c.size_in - off_in);
+	if (c.same && len && off_in < off_out + len && off_out < off_in + len)
 		r = -EINVAL; /* overlapping, as copy_file_range(2) says */
-	else if (len && off_out > file_size(p, vo))
-		r = zero_tail(p, vo, file_size(p, vo), off_out);
+	if ((off_in & m) != (off_out & m) && len > COPY_MAX)
+		len = COPY_MAX;
+	if (r == 0)
+		r = may_write(p, off_out, len);
+	if (r == 0 && len && off_out > file_size(p, c.vo))
+		r = zero_tail(p, c.vo, file_size(p, c.vo), off_out);
+	c.size_out = file_size(p, c.vo);
+	/* Lined up, only the first and the last piece can need a fresh
+	 * extent. */
+	if (r == 0 && len) {
+		fr = calloc(((off_in & m) == (off_out & m) ? 0 : len >> sh) + 2,
+			    sizeof(*fr));
+		if (!fr)
+			r = -ENOMEM;
+	}
 	while (r == 0 && done < len) {
-		uint64_t i = off_in + done, o = off_out + done;
-		size_t n = len - done;
+		uint64_t i = off_in + done;
 
-		if (!(i & (e - 1)) && !(o & (e - 1)) && n >= e) {
-			n = (size_t)e;
-			r = share_extent(p, vi, i >> sh, vo, o >> sh);
+		if (copy_piece_at(p, &c, done, len, &n)) {
+			uint64_t pid = map_get(c.vi, i >> sh);
+
+			if (pid && !pid_valid(p, pid))
+				r = bad_pid(p, pid);
+		} else if (!buf &&
+			   posix_memalign(&buf, 4096, p->extent_size) != 0) {
+			r = -ENOMEM;
 		} else {
-			if (n > e - (i & (e - 1)))
-				n = (size_t)(e - (i & (e - 1)));
-			if (n > e - (o & (e - 1)))
-				n = (size_t)(e - (o & (e - 1)));
-			if (!map_get(vi, i >> sh)) {
-				r = clear_range(p, vo, o, o + n);
-			} else {
-				if (!buf && posix_memalign(&buf, 4096, e) != 0)
-					r = -ENOMEM;
-				if (r == 0)
-					r = read_piece(p, vi, buf, n, i);
-				if (r == 0) {
-					ssize_t w = write_locked(p, vo, buf, n,
-								 o, &excl);
-
-					r = w < 0 ? (int)w : 0;
-					n = w < 0 ? 0 : (size_t)w;
-				}
-			}
+			r = copy_bytes(p, &c, i, off_out + done, n, buf,
+				       &fr[nf]);
+			if (r > 0)
+				nf++;
 		}
-		if (r < 0)
-			break;
-		done += n;
-		pthread_mutex_lock(&p->meta_lock);
-		if (off_out + done > vo->d.size)
-			vo->d.size = off_out + done;
-		pthread_mutex_unlock(&p->meta_lock);
+		if (r >= 0) {
+			r = 0;
+			done += n;
+		}
 	}
 	if (done) {
-		pthread_mutex_lock(&p->meta_lock);
-		vnode_touch(vo, true, true);
-		vnode_dirty(p, vo);
-		pthread_mutex_unlock(&p->meta_lock);
+		int a = copy_apply(p, &c, &done, fr, nf);
+
+		r = r < 0 ? r : a;
 	}
-	lock_pair(vi, vo, false);
+	lock_pair(c.vi, c.vo, false);
 	free(buf);
+	free(fr);
 	return done ? (ssize_t)done : r;
+}
+
+int vdisk_remap(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		uint64_t old, uint64_t pid)
+{
+	uint64_t *slot;
+	int r;
+
+	if (map_get(v, vext) != old)
+		return 0; /* rewritten, copied-on-write or punched meanwhile */
+	slot = rtree_slot(&v->data, vext);
+	if (!slot)
+		return -ENOMEM;
+	r = extent_ref(p, pid);
+	if (r == 0)
+		r = extent_unref(p, old);
+	if (r < 0)
+		return r;
+	*slot = htole64(pid);
+	vnode_dirty(p, v);
+	return 1;
+}
+
+/* Reads extent PID whole into BUF (extent_size, aligned). */
+static int read_extent(struct vdp_pool *p, uint64_t pid, void *buf)
+{
+	struct pmember *pm;
+	uint64_t base;
+	int r;
+
+	pool_member_offset(p, pid, &pm, &base);
+	r = pm->m->ops->pread(pm->m, buf, p->extent_size, base);
+	return r < 0 ? member_error(p, pm, IO_READ, "read", r) : 0;
+}
+
+/*
+ * Write-side sharing: virtual extent X of V becomes candidate C's extent
+ * (one more reference) if that extent holds the bytes WANT or, WANT NULL,
+ * the bytes X of V holds now (its private copy is then let go).  The bytes
+ * are compared with both disks' io locks held exclusive, so no write
+ * changes either side between the compare and the share; a candidate
+ * whose disk no longer maps its extent there is dropped.  Returns 1 if X
+ * shares C's extent now, 0 if not, or -errno.  No lock held on entry.
+ */
+static int share_from(struct vdp_pool *p, struct vnode *v, uint64_t x,
+		      const void *want, const struct share_cand *c)
+{
+	const uint64_t e = p->extent_size;
+	const bool whole = want != NULL; /* a write, not done yet */
+	uint64_t pid, dpid, size;
+	void *a = NULL, *b = NULL;
+	struct vnode *vs;
+	int r = 0;
+
+	/* A lookup reference keeps the source's vnode while we use it. */
+	pthread_mutex_lock(&p->meta_lock);
+	vs = vnode_get(p, c->ino);
+	if (vs && S_ISREG(vs->d.mode))
+		vs->nlookup++;
+	else
+		vs = NULL;
+	pthread_mutex_unlock(&p->meta_lock);
+	if (!vs) {
+		share_forget(p, c);
+		return 0;
+	}
+	lock_pair(vs, v, true);
+	pid = map_get(vs, c->vext);
+	dpid = map_get(v, x);
+	size = file_size(p, v);
+	if (pid != c->pid || !pid_valid(p, pid) ||
+	    (dpid && !pid_valid(p, dpid))) {
+		share_forget(p, c);
+		goto out;
+	}
+	if (!want && (!dpid || dpid == pid))
+		goto out; /* punched meanwhile, or shares it already */
+	if (posix_memalign(&a, 4096, e) != 0 ||
+	    (!want && posix_memalign(&b, 4096, e) != 0)) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = read_extent(p, pid, a);
+	if (r == 0 && !want) {
+		r = read_extent(p, dpid, b);
+		want = b;
+	}
+	if (r < 0)
+		goto out;
+	if (memcmp(a, want, e) != 0) {
+		share_count(p, false);
+		goto out;
+	}
+	/* A whole-extent write past the end of file: the old tail first. */
+	if (whole && x * e > size)
+		r = zero_tail(p, v, size, x * e);
+	if (r < 0)
+		goto out;
+	pthread_mutex_lock(&p->meta_lock);
+	r = share_locked(p, vs, c->vext, v, x);
+	if (r >= 0) {
+		if (whole && (x + 1) * e > v->d.size)
+			v->d.size = (x + 1) * e;
+		vnode_touch(v, true, true);
+		vnode_dirty(p, v);
+		r = 1;
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (r > 0)
+		share_count(p, true);
+out:
+	lock_pair(vs, v, false);
+	free(a);
+	free(b);
+	vdp_forget(p, c->ino, 1);
+	return r;
+}
+
+/* Tries the extents of V that *D says a writer is done with. */
+static void share_done_try(struct vdp_pool *p, struct vnode *v,
+			   const struct share_done *d)
+{
+	struct share_cand c;
+
+	for (unsigned i = 0; i < d->n; i++)
+		if (share_find(p, d->key[i], &c))
+			(void)share_from(p, v, d->vext[i], NULL, &c);
+}
+
+/*
+ * vdp_write while candidates are fresh.  A write of one whole extent
+ * whose key matches a candidate is shared instead of written if the bytes
+ * are equal.  Any other write is written as always (its size changes
+ * once, as a commit must see it), and then each whole extent in it whose
+ * key matches, and each extent that its pieces and earlier ones complete,
+ * is switched to the candidate's extent if the bytes are equal.
+ */
+static ssize_t write_sharing(struct vdp_pool *p, struct vnode *v,
+			     const void *buf, size_t len, uint64_t off)
+{
+	const uint64_t e = p->extent_size, sh = p->extent_shift;
+	bool one = !(off & (e - 1)) && len == e;
+	struct share_cand c;
+	struct share_done d;
+	ssize_t w;
+
+	if (one && share_find(p, share_key(buf, 0, e), &c) &&
+	    share_from(p, v, off >> sh, buf, &c) > 0)
+		return (ssize_t)len;
+	w = write_range(p, v, buf, len, off);
+	for (size_t done = 0; w > 0 && done < (size_t)w;) {
+		uint64_t o = off + done, s = o & (e - 1);
+		size_t n = (size_t)w - done < e - s ? (size_t)w - done
+						    : (size_t)(e - s);
+		const char *b = (const char *)buf + done;
+
+		if (n == e) {
+			if (!one && share_find(p, share_key(b, 0, e), &c))
+				(void)share_from(p, v, o >> sh, NULL, &c);
+			share_finish(p, v, o >> sh, &d); /* moved on */
+		} else {
+			share_feed(p, v, true, o >> sh, 0, s, b, n, &d);
+		}
+		share_done_try(p, v, &d);
+		done += n;
+	}
+	return w;
 }
 
 int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync)
 {
-	(void)ino;
+	struct share_done d;
+	struct vnode *v;
+
+	/* A flush (close) ends a copy: the extents its writer left. */
+	if (get_file(p, ino, &v) == 0) {
+		share_finish(p, v, UINT64_MAX, &d);
+		share_done_try(p, v, &d);
+	}
 	return pool_sync(p, !datasync);
 }

@@ -66,11 +66,15 @@ enum {
  * member: exclusive, or shared when RDONLY; -EBUSY if a writer (a mounted
  * daemon) holds it, with vdp_last_error() naming the member.  NOLOCK skips
  * the locks (status of a mounted pool's last commit).  A writable open
- * starts the periodic commit timer.
+ * starts the periodic commit timer, records members that grew at their
+ * new size and resumes a removal that was under way (see
+ * vdp_pool_remove_member).
  */
 int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out);
 
-/* vdp_pool_close: commit (unless read-only), close members, free. NULL ok. */
+/* vdp_pool_close: stop a running removal or balance (a removal resumes at
+ * the next writable open), commit (unless read-only), close members, free.
+ * NULL ok. */
 int vdp_pool_close(struct vdp_pool *p);
 
 /*
@@ -155,6 +159,81 @@ int vdp_pool_repair(const char *spec,
 		    void (*report)(void *ctx, const char *line),
 		    void (*progress)(void *ctx, const char *what), void *ctx);
 
+/* ---- growing and shrinking ----------------------------------------------
+ * docs/architecture.md, "Growing and shrinking".  Each call below that
+ * changes the member table commits before it returns; on failure
+ * vdp_last_error() has one line naming the member and the reason. */
+
+/* The pool's UUID as text (36 characters and a NUL). */
+void vdp_pool_uuid(struct vdp_pool *p, char out[37]);
+
+/*
+ * vdp_pool_add_member: format the file or block device at PATH as a new
+ * member and record it in every member's superblock in one commit; its
+ * extents can be allocated as soon as this returns.  Refuses (writing
+ * nothing) a member of this or another pool, a device with another
+ * signature unless FORCE, one too small for 16 extents, a 65th member.
+ */
+int vdp_pool_add_member(struct vdp_pool *p, const char *path, bool force);
+
+/*
+ * vdp_pool_remove_member: start removing MEMBER (its path): mark it
+ * leaving (committed: no new extent goes there, and a crash or restart
+ * resumes the removal at the next open), then, on a thread of the pool's,
+ * move its metadata copies and extents to the other members while the
+ * disks stay in use, and finally drop it from the pool and wipe its
+ * superblocks.  Returns once the removal has started; vdp_pool_task shows
+ * its progress.  Refuses the last member and a member whose data the
+ * others cannot hold; -EBUSY while another task runs.
+ */
+int vdp_pool_remove_member(struct vdp_pool *p, const char *member);
+
+/* vdp_pool_set_move_rate: removals and balances move at most BYTES_PER_S
+ * (0: as fast as they can, the default), to leave the disks' I/O room;
+ * for the tasks that start after the call and the running one.  Not
+ * persistent: a removal resumed at open runs unlimited. */
+void vdp_pool_set_move_rate(struct vdp_pool *p, uint64_t bytes_per_s);
+
+/* vdp_pool_balance: start moving extents, on the pool's thread, from the
+ * fullest members to the emptiest until every member is filled to within
+ * an extent or two of the pool's average (by fraction of its size). */
+int vdp_pool_balance(struct vdp_pool *p);
+
+/* vdp_pool_cancel_task: stop the running removal (the member becomes
+ * active again and keeps what was not moved yet; what was moved stays
+ * moved) or balance, and wait for it.  Also reactivates a member left
+ * leaving by a removal that failed.  -ENOENT if there is nothing to
+ * cancel. */
+int vdp_pool_cancel_task(struct vdp_pool *p);
+
+/* vdp_pool_resize_member: record MEMBER at its current size (a file or
+ * LUN or LV that grew); *OLD and *NEW get the sizes in bytes.  A writable
+ * open does the same for every member. */
+int vdp_pool_resize_member(struct vdp_pool *p, const char *member,
+			   uint64_t *old_size, uint64_t *new_size);
+
+enum vdp_task_kind { VDP_TASK_NONE, VDP_TASK_REMOVE, VDP_TASK_BALANCE };
+enum vdp_task_state {
+	VDP_TASK_IDLE,
+	VDP_TASK_RUNNING,
+	VDP_TASK_DONE,
+	VDP_TASK_FAILED,
+	VDP_TASK_CANCELLED,
+	VDP_TASK_STOPPED, /* paused by close; resumed by the next open */
+};
+
+struct vdp_task_info {
+	int kind, state;      /* enum vdp_task_kind, enum vdp_task_state */
+	char member[128];     /* a removal's member */
+	uint64_t done, total; /* extents moved and to move (an estimate) */
+	int64_t eta_s;	      /* seconds left, -1 unknown */
+	uint64_t gen;	      /* increases with each task started */
+	char error[256];      /* why it failed */
+};
+
+/* The pool's current or last task.  Thread-safe. */
+void vdp_pool_task(struct vdp_pool *p, struct vdp_task_info *out);
+
 /* ---- namespace ---------------------------------------------------------- */
 
 struct vdp_attr {
@@ -233,8 +312,11 @@ int vdp_removexattr(struct vdp_pool *p, uint64_t ino, const char *name);
 ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		 uint64_t off);
 /* Writes LEN bytes at OFF (any alignment), allocating extents for holes
- * and extending the size.  Returns LEN, or fewer bytes when the pool ran
- * full part way, or -ENOSPC when not even the first byte fitted. */
+ * and extending the size.  A whole extent (written at once or in pieces)
+ * whose bytes equal those of an extent read whole a moment ago shares that
+ * extent instead (write-side sharing, docs/clones.md).  Returns LEN, or
+ * fewer bytes when the pool ran full part way, or -ENOSPC when not even
+ * the first byte fitted. */
 ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 		  uint64_t off);
 /* fallocate(2) MODE: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE
@@ -246,15 +328,21 @@ int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
  * of INO_IN to OFF_OUT of INO_OUT (clipped at the source's end of file).
  * Whole extents that line up are shared, not copied: writes to either disk
  * later copy a shared extent first (copy-on-write).  Holes stay holes.
- * Returns the bytes copied (fewer when the pool ran full part way), or
- * -errno: -EINVAL for overlapping ranges of one disk.
+ * One call is one transaction: its map, reference count and size changes
+ * are made together, so no commit holds part of them.  When the offsets
+ * line up inside an extent the whole range is done, however long (a call
+ * again for a part of it finds it done and changes nothing); otherwise at
+ * most 1 GiB.  Returns the bytes copied (fewer when the pool ran full part
+ * way, or that 1 GiB), or -errno: -EINVAL for overlapping ranges of one
+ * disk.
  */
 ssize_t vdp_copy_range(struct vdp_pool *p, uint64_t ino_in, uint64_t off_in,
 		       uint64_t ino_out, uint64_t off_out, size_t len);
 /* SEEK_DATA / SEEK_HOLE per lseek(2); -ENXIO past the end. */
 int64_t vdp_lseek(struct vdp_pool *p, uint64_t ino, uint64_t off, int whence);
 /* fsync: every acknowledged write and every change is durable on every
- * member on return (a pool commit).  DATASYNC: timestamps may stay behind
+ * member on return (a pool commit).  Also ends INO's write-side sharing
+ * streams (a flush ends a copy).  DATASYNC: timestamps may stay behind
  * (fdatasync(2) semantics); size and allocation never do. */
 int vdp_fsync(struct vdp_pool *p, uint64_t ino, bool datasync);
 

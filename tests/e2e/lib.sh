@@ -93,8 +93,9 @@ fsize() { stat -c %s -- "$1"; }
 # st_blocks in 512-byte units
 fblocks() { stat -c %b -- "$1"; }
 # Pool capacity and free bytes as statfs reports them at MNT.
-df_total() { stat -f -c '%b %S' -- "$1" | awk '{ print $1 * $2 }'; }
-df_free() { stat -f -c '%f %S' -- "$1" | awk '{ print $1 * $2 }'; }
+# (Shell arithmetic: awk prints products past 2^31 as 6.39e+09.)
+df_total() { echo $(($(stat -f -c '%b * %S' -- "$1"))); }
+df_free() { echo $(($(stat -f -c '%f * %S' -- "$1"))); }
 
 # assert_free MNT BYTES WHAT: statfs free space at MNT becomes BYTES within
 # 5 s (space of an unlinked file returns when the kernel forgets the inode,
@@ -389,6 +390,13 @@ vdp_check() {
 	log "+ $VDPOOL check $1"
 	"$VDPOOL" check "$1" >&2 || rc=$?
 	[ "$rc" -eq 0 ] || die "vdpool check $1: exit status $rc, expected 0"
+}
+
+# json_get MNT|POOL EXPR: a value of `vdpool status --json`, by a Python
+# expression on j.
+json_get() {
+	"$VDPOOL" status --json "$1" | python3 -c \
+		"import json,sys; j=json.load(sys.stdin); print($2)"
 }
 
 # vdp_kill MNT [keep]: kill -9 the daemon of MNT and remove the dead mount.

@@ -67,7 +67,9 @@ assert_eq "$(fsize "$MNT/b.img")" 10737418240 "size of the copy"
 cmp -n $((9 * E)) "$MNT/a.img" "$MNT/b.img" || die "copy differs"
 assert_eq "$(fblocks "$MNT/b.img")" "$(fblocks "$MNT/a.img")" \
 	"st_blocks of the copy"
-assert_free "$MNT" $((free0 - 6 * E)) "free after cp"
+# cp reads and writes a thin disk: the daemon shares each extent it reads
+# whole and gets back (docs/clones.md), so the copy takes no space.
+assert_free "$MNT" $((free0 - 3 * E)) "free after cp"
 randfile "$VDP_TMP/r.ref" 300000
 run cp "$VDP_TMP/r.ref" "$MNT/r.img"
 assert_cmp "$MNT/r.img" "$VDP_TMP/r.ref" "cp into the mount"
