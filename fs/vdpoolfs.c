@@ -34,6 +34,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "layer.h"
 #include "vdpool.h"
 
@@ -846,7 +847,12 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 /* Whether the caller of REQ belongs to group GID. */
 /* ---- xattrs ---- */
 
-/* Read-only xattrs of the root that serve the pool's status to the CLI.
+/* The control socket (control.h) of a writable mount, for `vdpool add`,
+ * `remove`, `balance` and `resize-member`; NULL read-only. */
+static struct ctl *control;
+
+/* Read-only xattrs of the root that serve the pool's status to the CLI,
+ * and the path of its control socket.
  * Returns the malloc'ed value, or NULL with *R = -errno (-ENODATA when NAME
  * is not one of them). */
 static char *special_xattr(struct vdp_pool *pool, const char *name, int *r)
@@ -860,6 +866,8 @@ static char *special_xattr(struct vdp_pool *pool, const char *name, int *r)
 		*r = vdp_pool_status(pool, true, &s);
 	else if (!strcmp(name, "trusted.vdpool.pid"))
 		*r = asprintf(&s, "%ld", (long)getpid()) < 0 ? -ENOMEM : 0;
+	else if (!strcmp(name, "trusted.vdpool.control") && control)
+		*r = (s = strdup(ctl_path(control))) ? 0 : -ENOMEM;
 	else
 		*r = -ENODATA;
 	return *r < 0 ? NULL : s;
@@ -1518,7 +1526,14 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 		daemon_ready(ready_fd);
 	logmsg(LOG_INFO, "pool %s mounted on %s%s", cl->pool, opts->mountpoint,
 	       cl->ro ? " read-only" : "");
+	if (!cl->ro && (r = ctl_start(fs.pool, &control)) < 0)
+		logmsg(LOG_WARNING,
+		       "control socket in %s: %s (vdpool add/remove need "
+		       "the pool unmounted)",
+		       ctl_dir(), strerror(-r));
 	r = run_loop(se, opts, cl->max_threads);
+	ctl_stop(control);
+	control = NULL;
 	if (r < 0)
 		logmsg(LOG_ERR, "FUSE loop: %s", strerror(-r));
 	else

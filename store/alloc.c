@@ -14,9 +14,12 @@
  * it.  So a crash can never show one disk's freed extent, already handed to
  * another disk, through the first disk's committed map.
  *
- * Placement policy: a new extent goes to the member with the most free
- * extents (ties: lowest index), next-fit inside the member.  All under
- * meta_lock.
+ * Placement policy: a new extent goes to the active member with the most
+ * free extents (ties: lowest index), next-fit inside the member.  So a
+ * member just added takes every new extent until it has no more free
+ * extents than the others, and from then on the members fill evenly in
+ * free space (docs/architecture.md, "Growing and shrinking").  A LEAVING
+ * member takes none.  All under meta_lock.
  */
 #include <endian.h>
 #include <errno.h>
@@ -72,6 +75,70 @@ int alloc_init(struct vdp_pool *p)
 		pm->nfree = pm->d.nextents;
 		pm->cursor = 0;
 	}
+	/* Metadata chunk copies an add or a removal put in a data area. */
+	for (unsigned c = 0; c < p->nchunks; c++)
+		for (unsigned k = 0; k < p->chunks[c].ncopies; k++) {
+			const struct vdp_dchunk *ch = &p->chunks[c];
+			uint64_t first, n;
+
+			if (chunk_data_run(p, ch, k, &first, &n))
+				alloc_mark_run(p, ch->member[k], first, n,
+					       true);
+		}
+	return 0;
+}
+
+void alloc_mark_run(struct vdp_pool *p, unsigned mi, uint64_t first, uint64_t n,
+		    bool take)
+{
+	struct pmember *pm = &p->members[mi];
+
+	for (uint64_t i = first; i < first + n && i < pm->d.nextents; i++) {
+		if (take && !BIT_GET(pm->used, i)) {
+			BIT_SET(pm->used, i);
+			pm->nfree--;
+		} else if (!take && BIT_GET(pm->used, i)) {
+			BIT_CLR(pm->used, i);
+			pm->nfree++;
+		}
+	}
+}
+
+int alloc_find_run(struct vdp_pool *p, unsigned mi, uint64_t n, uint64_t *first)
+{
+	const struct pmember *pm = &p->members[mi];
+	uint64_t run = 0;
+
+	/* From the end: metadata out of the way of next-fit allocation. */
+	for (uint64_t i = pm->d.nextents; i-- > 0;) {
+		run = BIT_GET(pm->used, i) ? 0 : run + 1;
+		if (run == n) {
+			*first = i;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+int alloc_grow_member(struct vdp_pool *p, unsigned mi, uint64_t nextents)
+{
+	struct pmember *pm = &p->members[mi];
+	size_t words = (nextents + 63) / 64 + 1;
+	size_t old = (pm->d.nextents + 63) / 64 + 1;
+	uint64_t *u = realloc(pm->used, words * 8);
+
+	if (!u)
+		return -ENOMEM;
+	pm->used = u;
+	u = realloc(pm->unshared, words * 8);
+	if (!u)
+		return -ENOMEM;
+	pm->unshared = u;
+	memset(pm->used + old, 0, (words - old) * 8);
+	memset(pm->unshared + old, 0, (words - old) * 8);
+	/* The bits past the old end in its last word are clear already. */
+	pm->nfree += nextents - pm->d.nextents;
+	pm->d.nextents = nextents;
 	return 0;
 }
 
@@ -234,7 +301,6 @@ int alloc_extent(struct vdp_pool *p, uint64_t *pid)
 {
 	struct pmember *best = NULL;
 	unsigned bi = 0;
-	uint64_t i;
 
 	for (unsigned m = 0; m < p->nmembers; m++) {
 		if (p->members[m].d.state != 0)
@@ -245,6 +311,16 @@ int alloc_extent(struct vdp_pool *p, uint64_t *pid)
 		}
 	}
 	if (!best || best->nfree == 0)
+		return -ENOSPC;
+	return alloc_extent_on(p, bi, pid);
+}
+
+int alloc_extent_on(struct vdp_pool *p, unsigned bi, uint64_t *pid)
+{
+	struct pmember *best = &p->members[bi];
+	uint64_t i;
+
+	if (best->nfree == 0)
 		return -ENOSPC;
 	/* Keep 1/16 of the metadata space for the commits that must record
 	 * what is already allocated: data runs out before metadata does, so

@@ -174,19 +174,36 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 		lack_b[VDP_MAX_MEMBERS], all_a = true;
 	unsigned first_a = n, first_b = n, nlack_b = 0;
 
-	for (unsigned i = 0; i < n; i++) {
-		int r = super_slots(p, i, &st[i], zero[i]);
+	bool fresh[VDP_MAX_MEMBERS] = {false};
 
+	for (unsigned i = 0; i < n; i++) {
+		int r;
+
+		if (p->members[i].d.state == VDP_MS_REMOVED) {
+			/* A tombstone: nothing is read, nothing lacks. */
+			memset(&st[i], 0, sizeof(st[i]));
+			lack_a[i] = lack_b[i] = false;
+			continue;
+		}
+		r = super_slots(p, i, &st[i], zero[i]);
 		if (r < 0)
 			return r;
+		/* Added by commit T: its other slot was cleared by the add,
+		 * and its slot T was written before any other member's. */
+		fresh[i] = p->members[i].d.added_txid == p->txid &&
+			   zero[i][b] && st[i].good[a] &&
+			   st[i].txid[a] == p->txid;
+		if (fresh[i])
+			st[i].why[b][0] = 0;
 		/* Create clears both slots and commits 1 into slot 1. */
 		if (p->txid == 1 && zero[i][0])
 			st[i].why[0][0] = 0;
 		lack_a[i] = !(st[i].good[a] && st[i].txid[a] == p->txid);
 		lack_b[i] = !st[i].good[b] && st[i].why[b][0];
 		if (p->txid > 1)
-			lack_b[i] = !(st[i].good[b] &&
-				      st[i].txid[b] == p->txid - 1);
+			lack_b[i] =
+				!fresh[i] && !(st[i].good[b] &&
+					       st[i].txid[b] == p->txid - 1);
 		if (lack_a[i] && first_a == n)
 			first_a = i;
 		if (lack_b[i] && first_b == n)
@@ -200,7 +217,7 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 	bool suffix_a = true, suffix_b = true;
 
 	for (unsigned i = first_a; i < n; i++)
-		suffix_a = suffix_a && lack_a[i];
+		suffix_a = suffix_a && (lack_a[i] || fresh[i]);
 	for (unsigned i = first_b; i < n; i++)
 		suffix_b = suffix_b && lack_b[i];
 	suffix_b = all_a && ((suffix_b && first_b >= 1) ||
@@ -209,6 +226,8 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 		uint64_t newest = st[i].txid[0] > st[i].txid[1] ? st[i].txid[0]
 								: st[i].txid[1];
 
+		if (p->members[i].d.state == VDP_MS_REMOVED)
+			continue;
 		for (unsigned k = 0; k < VDP_SB_SLOTS; k++) {
 			bool crash;
 
@@ -548,6 +567,32 @@ static int check_copies(struct ck *c)
 	return r;
 }
 
+/* A metadata chunk copy that an add or a removal put in a data area: no disk
+ * may map its extents (they hold no reference). */
+static void check_chunks_in_data(struct ck *c)
+{
+	struct vdp_pool *p = c->p;
+
+	for (unsigned ch = 0; ch < p->nchunks; ch++)
+		for (unsigned k = 0; k < p->chunks[ch].ncopies; k++) {
+			const struct vdp_dchunk *d = &p->chunks[ch];
+			const struct pmember *pm = &p->members[d->member[k]];
+			uint64_t first, n;
+
+			if (!chunk_data_run(p, d, k, &first, &n))
+				continue;
+			for (uint64_t x = first; x < first + n; x++)
+				if (extent_refcount(
+					    p, VDP_PID_MAKE(d->member[k], x)))
+					say(c,
+					    "extent %llu of member %s holds "
+					    "metadata chunk %u and is mapped "
+					    "by a disk too",
+					    (unsigned long long)x, pm->m->path,
+					    ch);
+		}
+}
+
 /* Every member is as large as recorded and has two good superblocks. */
 static int check_members(struct ck *c)
 {
@@ -558,9 +603,18 @@ static int check_members(struct ck *c)
 
 	if (r < 0)
 		return r;
+	check_chunks_in_data(c);
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		struct pmember *pm = &p->members[i];
 
+		if (pm->d.state == VDP_MS_REMOVED)
+			continue;
+		if (pm->d.state == VDP_MS_LEAVING)
+			note(c,
+			     "note: member %s is leaving: its removal resumes "
+			     "when the pool is mounted (vdpool remove --cancel "
+			     "keeps it)",
+			     pm->m->path);
 		if (pm->m->size < pm->d.size)
 			say(c,
 			    "member %s is %llu bytes, smaller than the %llu "

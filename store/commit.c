@@ -115,6 +115,34 @@ static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
 }
 
 /*
+ * Drops from Q the blocks a failed commit handed back (its first NREQ, see
+ * requeue()) that this transaction frees: their nodes changed again and
+ * went to new blocks, so no superblock will name them (they stay taken
+ * until the commit is durable, like every free).  Without this each failed
+ * commit added all its blocks to the next one, and under a member that
+ * fails now and then a commit grew until none could get through.  Returns
+ * the blocks left.
+ */
+static size_t drop_superseded(struct qbuf *q, size_t nq, size_t nreq,
+			      struct u64vec *meta)
+{
+	size_t n = 0;
+
+	if (nreq == 0 || meta->n == 0)
+		return nq;
+	qsort(meta->v, meta->n, sizeof(meta->v[0]), cmp_u64);
+	for (size_t i = 0; i < nq; i++) {
+		if (i < nreq && bsearch(&q[i].addr, meta->v, meta->n,
+					sizeof(meta->v[0]), cmp_u64)) {
+			free(q[i].blk);
+			continue;
+		}
+		q[n++] = q[i];
+	}
+	return n;
+}
+
+/*
  * Hands the blocks and frees of a commit that failed on I/O back to the
  * open transaction.  The next commit has the same txid and writes these
  * blocks again before its own (its nodes that changed since go to new
@@ -147,7 +175,7 @@ static int do_commit(struct vdp_pool *p, bool full)
 {
 	struct u64vec ext, meta;
 	struct qbuf *q;
-	size_t nq;
+	size_t nq, nreq;
 	uint64_t txid;
 	int r;
 
@@ -165,6 +193,7 @@ static int do_commit(struct vdp_pool *p, bool full)
 	}
 	txid = p->txid + 1;
 	p->build_txid = txid;
+	nreq = p->nq; /* what a failed commit handed back */
 	r = ns_commit(p);
 	if (r == 0)
 		r = rtree_commit(p, &p->refc, &p->sb_refc);
@@ -184,6 +213,8 @@ static int do_commit(struct vdp_pool *p, bool full)
 		p->failed = true;
 	pthread_mutex_unlock(&p->meta_lock);
 
+	if (r == 0)
+		nq = drop_superseded(q, nq, nreq, &meta);
 	if (r == 0)
 		r = flush_members(p);
 	if (r == 0)
@@ -226,11 +257,12 @@ static int do_commit(struct vdp_pool *p, bool full)
  * after overwrites of mapped extents, the only change, it costs one flush
  * per written member and no metadata write at all.
  */
-int pool_sync(struct vdp_pool *p, bool times)
+static int sync_with(struct vdp_pool *p, bool times,
+		     int (*prep)(struct vdp_pool *p, void *ctx), void *ctx)
 {
 	uint64_t mine, covers;
 	bool full;
-	int r;
+	int r, rp = 0;
 
 	if (p->rdonly)
 		return 0;
@@ -241,7 +273,7 @@ int pool_sync(struct vdp_pool *p, bool times)
 	mine = ++p->tickets;
 	while (p->committing)
 		pthread_cond_wait(&p->commit_cv, &p->commit_lock);
-	if (p->done_ticket >= mine) {
+	if (!prep && p->done_ticket >= mine) {
 		/* A commit that started after we asked covered us. */
 		r = p->done_result;
 		pthread_mutex_unlock(&p->commit_lock);
@@ -253,6 +285,12 @@ int pool_sync(struct vdp_pool *p, bool times)
 	p->want_times = false;
 	pthread_mutex_unlock(&p->commit_lock);
 
+	if (prep) {
+		rp = prep(p, ctx);
+		pthread_mutex_lock(&p->meta_lock);
+		p->changed = true;
+		pthread_mutex_unlock(&p->meta_lock);
+	}
 	r = do_commit(p, full);
 
 	pthread_mutex_lock(&p->commit_lock);
@@ -263,7 +301,18 @@ int pool_sync(struct vdp_pool *p, bool times)
 	p->done_result = r;
 	pthread_cond_broadcast(&p->commit_cv);
 	pthread_mutex_unlock(&p->commit_lock);
-	return r;
+	return rp ? rp : r;
+}
+
+int pool_sync(struct vdp_pool *p, bool times)
+{
+	return sync_with(p, times, NULL, NULL);
+}
+
+int pool_commit_with(struct vdp_pool *p,
+		     int (*prep)(struct vdp_pool *p, void *ctx), void *ctx)
+{
+	return sync_with(p, true, prep, ctx);
 }
 
 int vdp_pool_commit(struct vdp_pool *p)

@@ -90,6 +90,49 @@ int member_error(struct vdp_pool *p, struct pmember *pm, enum io_kind kind,
 	return r;
 }
 
+bool chunk_in_data(const struct vdp_pool *p, const struct vdp_dchunk *c,
+		   unsigned k)
+{
+	const struct vdp_dmember *d = &p->members[c->member[k]].d;
+	uint64_t rel, room;
+
+	if (c->offset[k] < d->data_off || d->state == VDP_MS_REMOVED)
+		return false;
+	rel = c->offset[k] - d->data_off;
+	room = d->nextents << p->extent_shift;
+	return !(rel & (p->extent_size - 1)) && rel < room &&
+	       c->nblocks <= (room - rel) / VDP_BLOCK_SIZE;
+}
+
+uint64_t chunk_extents(const struct vdp_pool *p, const struct vdp_dchunk *c)
+{
+	return (c->nblocks * VDP_BLOCK_SIZE + p->extent_size - 1) >>
+	       p->extent_shift;
+}
+
+bool chunk_data_run(const struct vdp_pool *p, const struct vdp_dchunk *c,
+		    unsigned k, uint64_t *first, uint64_t *n)
+{
+	if (!chunk_in_data(p, c, k))
+		return false;
+	*first = (c->offset[k] - p->members[c->member[k]].d.data_off) >>
+		 p->extent_shift;
+	*n = chunk_extents(p, c);
+	return true;
+}
+
+uint64_t pool_incompat(const struct vdp_pool *p)
+{
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (p->members[i].d.state == VDP_MS_REMOVED)
+			return VDP_FEAT_INCOMPAT_RESHAPE;
+	for (unsigned c = 0; c < p->nchunks; c++)
+		for (unsigned k = 0; k < p->chunks[c].ncopies; k++)
+			if (chunk_in_data(p, &p->chunks[c], k))
+				return VDP_FEAT_INCOMPAT_RESHAPE;
+	return 0;
+}
+
 /* ---- metadata blocks ---------------------------------------------------- */
 
 static const struct vdp_dchunk *chunk_of(const struct vdp_pool *p,
@@ -241,6 +284,7 @@ static void super_build(const struct vdp_pool *p, unsigned mi, uint64_t txid,
 	s->h.type = htole16(VDP_BT_SUPER);
 	s->version = htole32(VDP_FORMAT_VERSION);
 	s->sb_size = htole32(VDP_SB_SIZE);
+	s->feat_incompat = htole64(pool_incompat(p));
 	memcpy(s->member_uuid, p->members[mi].d.uuid, 16);
 	s->member_index = htole32(mi);
 	s->extent_shift = htole32(p->extent_shift);
@@ -276,6 +320,7 @@ static void super_build(const struct vdp_pool *p, unsigned mi, uint64_t txid,
 		d->kind = htole32(h->kind);
 		d->state = htole32(h->state);
 		memcpy(d->path, h->path, sizeof(d->path));
+		d->added_txid = htole64(h->added_txid);
 	}
 	vdp_block_seal(s, VDP_SB_SIZE, p->seed);
 }
@@ -338,10 +383,19 @@ int pool_each_member(struct vdp_pool *p, uint64_t mask,
  * check accepts as a torn commit (fsck_super_states). */
 int pool_write_super(struct vdp_pool *p, uint64_t txid)
 {
+	unsigned first = p->super_first;
 	int r = 0;
 
+	/* A member being added gets its superblock first: until one old
+	 * member names it, nothing needs it, and once one does, it has one
+	 * (reshape.c, docs/architecture.md "Growing and shrinking"). */
+	if (first)
+		r = pool_write_super_one(p, first - 1, txid);
 	for (unsigned i = 0; i < p->nmembers && r == 0; i++)
-		r = pool_write_super_one(p, i, txid);
+		if (i + 1 != first && p->members[i].d.state != VDP_MS_REMOVED)
+			r = pool_write_super_one(p, i, txid);
+	if (r == 0)
+		p->super_first = 0;
 	return r;
 }
 
@@ -461,7 +515,7 @@ static int lock_members(struct vdp_pool *p, bool exclusive)
 {
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		struct vdp_member *m = p->members[i].m;
-		int r = m->ops->lock ? m->ops->lock(m, exclusive) : 0;
+		int r = m && m->ops->lock ? m->ops->lock(m, exclusive) : 0;
 
 		if (r == -EBUSY) {
 			vdp_set_error("pool %s is in use: member %s is locked "
@@ -638,7 +692,8 @@ static int register_pool(const struct vdp_pool *p, bool force)
 	uuid_str(p->uuid, u);
 	fprintf(f, "# vdpool pool %s %s\n", p->name, u);
 	for (unsigned i = 0; i < p->nmembers; i++)
-		fprintf(f, "%s\n", p->members[i].d.path);
+		if (p->members[i].d.state != VDP_MS_REMOVED)
+			fprintf(f, "%s\n", p->members[i].d.path);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		vdp_set_error("registry %s: %s", tmp, strerror(errno));
@@ -979,8 +1034,11 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		h->kind = le32toh(d->kind);
 		h->state = le32toh(d->state);
 		memcpy(h->path, d->path, sizeof(h->path) - 1);
+		h->added_txid = le64toh(d->added_txid);
 		/* Without overflow: data_off + nextents extents <= size. */
-		if (h->nextents >= (1ull << VDP_PID_IDX_BITS) ||
+		if (h->state > VDP_MS_REMOVED ||
+		    (h->state == VDP_MS_REMOVED && h->nextents) ||
+		    h->nextents >= (1ull << VDP_PID_IDX_BITS) ||
 		    h->data_off > h->size ||
 		    h->nextents > (h->size - h->data_off) >> p->extent_shift) {
 			vdp_set_error("%s: superblock has a bad record for "
@@ -998,6 +1056,15 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		for (unsigned k = 0; k < h->ncopies; k++) {
 			uint64_t end = p->members[h->member[k]].d.data_off;
 
+			if (p->members[h->member[k]].d.state ==
+			    VDP_MS_REMOVED) {
+				vdp_set_error("%s: superblock puts metadata "
+					      "chunk %u on removed member %u",
+					      where, c, h->member[k]);
+				return -EUCLEAN;
+			}
+			if (chunk_in_data(p, h, k))
+				continue; /* put there by an add or removal */
 			if (h->offset[k] < VDP_HEADER_AREA ||
 			    h->offset[k] > end ||
 			    h->nblocks >
@@ -1058,7 +1125,7 @@ static int check_member_sizes(struct vdp_pool *p, unsigned flags)
 	     i++) {
 		const struct pmember *pm = &p->members[i];
 
-		if (pm->d.size > pm->m->size &&
+		if (pm->m && pm->d.size > pm->m->size &&
 		    pm->d.size - pm->m->size > TRUNCATED_MAX) {
 			vdp_set_error("pool %s: member %s is %llu bytes but "
 				      "its record says %llu, over 1 TiB more: "
@@ -1073,9 +1140,13 @@ static int check_member_sizes(struct vdp_pool *p, unsigned flags)
 }
 
 /* Opens every member named in the superblock S read from FIRST; leaves in
- * S the newest superblock found on any member. */
+ * S the newest superblock found on any member.  -EAGAIN with AGAIN set to
+ * a member's path when that member has a newer superblock with more
+ * members (an add that a crash cut short on the first member): the open
+ * must start over from it. */
 static int open_members(struct vdp_pool *p, struct vdp_member *first,
-			struct vdp_dsuper *s, unsigned flags)
+			struct vdp_dsuper *s, unsigned flags, char *again,
+			size_t al)
 {
 	unsigned fi = le32toh(s->member_index);
 	struct vdp_dsuper *t;
@@ -1121,6 +1192,14 @@ static int open_members(struct vdp_pool *p, struct vdp_member *first,
 				      "of this pool",
 				      p->name, pm->d.path, i, u);
 			r = -ESTALE;
+		} else if (le64toh(t->h.txid) > p->txid &&
+			   le32toh(t->nmembers) > p->nmembers) {
+			snprintf(again, al, "%s", pm->d.path);
+			vdp_set_error("pool %s: member %s has a newer "
+				      "superblock listing %u members, not %u",
+				      p->name, pm->d.path, le32toh(t->nmembers),
+				      p->nmembers);
+			r = -EAGAIN;
 		} else if (le64toh(t->h.txid) > p->txid &&
 			   le32toh(t->nmembers) != p->nmembers) {
 			/* Members 0..i are open: another count would leak
@@ -1202,6 +1281,9 @@ static int open_first(const char *spec, unsigned flags, char *path, size_t size,
 	return r;
 }
 
+/* vdp_pool_open started over from another member (open_members). */
+static __thread bool reopening;
+
 int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 {
 	char path[PATH_MAX], want_uuid[37], u[37];
@@ -1239,13 +1321,23 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 		r = -EUCLEAN;
 		goto err_close_first;
 	}
-	r = open_members(p, first, s, flags);
+	r = open_members(p, first, s, flags, path, sizeof(path));
 	first = NULL; /* owned by p now */
+	if (r == -EAGAIN && !reopening) {
+		free(s);
+		pool_free(p);
+		reopening = true;
+		r = vdp_pool_open(path, flags, out);
+		reopening = false;
+		return r;
+	}
 	if (r < 0)
 		goto err_free;
 	r = check_member_sizes(p, flags);
 	if (r < 0)
 		goto err_free;
+	if (!p->rdonly && !(flags & POOL_OPEN_REPAIR))
+		reshape_grow_at_open(p);
 	if (!(flags & VDP_OPEN_NOLOCK)) {
 		r = lock_members(p, !p->rdonly);
 		if (r < 0)
@@ -1277,6 +1369,8 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 		r = commit_start_timer(p);
 		if (r < 0)
 			goto err_free;
+		/* A removal the last daemon left half done goes on. */
+		reshape_resume(p);
 	}
 	free(s);
 	*out = p;
@@ -1305,9 +1399,31 @@ int vdp_pool_close(struct vdp_pool *p)
 
 	if (!p)
 		return 0;
+	reshape_stop(p); /* a removal resumes at the next open */
 	commit_stop_timer(p);
 	if (!p->rdonly)
 		r = vdp_pool_commit(p);
 	pool_free(p);
 	return r;
+}
+
+int pool_super_read(struct vdp_member *m, struct vdp_dsuper *s, char *why,
+		    size_t wl)
+{
+	return super_read(m, s, why, wl);
+}
+
+int pool_check_signature(struct vdp_member *m, bool force)
+{
+	return check_signature(m, force);
+}
+
+int pool_register(const struct vdp_pool *p)
+{
+	return register_pool(p, true);
+}
+
+void vdp_pool_uuid(struct vdp_pool *p, char out[37])
+{
+	uuid_str(p->uuid, out);
 }

@@ -217,7 +217,9 @@ static struct rino *find(struct rp *R, uint64_t ino)
 
 static const char *mpath(struct rp *R, unsigned m)
 {
-	return R->p->members[m].m->path;
+	const struct pmember *pm = &R->p->members[m];
+
+	return pm->m ? pm->m->path : pm->d.path; /* a tombstone has no m */
 }
 
 /* "on /a.img at offset 1: why; on /b.img at offset 2: why" */
@@ -480,6 +482,8 @@ static int check_sizes(struct rp *R)
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		struct pmember *pm = &p->members[i];
 
+		if (pm->d.state == VDP_MS_REMOVED)
+			continue;
 		R->old_size[i] = pm->m->size;
 		if (pm->m->size < pm->d.size && pm->m->kind != VDP_MK_FILE) {
 			vdp_set_error("member %s is %llu bytes, smaller than "
@@ -507,7 +511,7 @@ static int fix_members(struct rp *R)
 		struct pmember *pm = &p->members[i];
 		static const uint8_t zero[1];
 
-		if (pm->m->size >= pm->d.size)
+		if (pm->d.state == VDP_MS_REMOVED || pm->m->size >= pm->d.size)
 			continue;
 		/* Writing the last byte makes the file its recorded size;
 		 * what was cut off reads as zeros. */
@@ -537,6 +541,8 @@ static int fix_members(struct rp *R)
 		bool bad_b = st[i].bad[b] || st[i].note[b];
 		const char *path = mpath(R, i);
 
+		if (p->members[i].d.state == VDP_MS_REMOVED)
+			continue;
 		if (bad_a || st[i].stale) {
 			/* The last commit's superblock, as every member that
 			 * has it holds it. */

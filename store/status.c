@@ -220,6 +220,53 @@ static int put_disk(void *arg, const char *path, struct vnode *v)
 	return 0;
 }
 
+static const char *const task_kinds[] = {"none", "remove", "balance"};
+static const char *const task_states[] = {"idle",   "running",	 "done",
+					  "failed", "cancelled", "stopped"};
+
+/* The running or last task: text, a line after the members; JSON, a
+ * "task" member of the pool's object (after "members"). */
+static void put_task(struct sbuf *b, const struct vdp_task_info *t, bool json)
+{
+	unsigned pct = t->total ? (unsigned)(t->done * 100 / t->total) : 0;
+	const char *what =
+		t->kind == VDP_TASK_REMOVE ? "removal of member" : "balance";
+
+	if (t->kind == VDP_TASK_NONE || t->kind > VDP_TASK_BALANCE ||
+	    t->state > VDP_TASK_STOPPED)
+		return;
+	if (t->state == VDP_TASK_DONE && !json)
+		return;
+	if (json) {
+		put(b,
+		    ",\"task\":{\"kind\":\"%s\",\"state\":\"%s\","
+		    "\"member\":",
+		    task_kinds[t->kind], task_states[t->state]);
+		put_json_str(b, t->member);
+		put(b,
+		    ",\"done\":%llu,\"total\":%llu,\"percent\":%u,"
+		    "\"eta_seconds\":%lld,\"error\":",
+		    (unsigned long long)t->done, (unsigned long long)t->total,
+		    pct, (long long)t->eta_s);
+		put_json_str(b, t->error);
+		put(b, "}");
+		return;
+	}
+	if (t->state == VDP_TASK_RUNNING && t->eta_s >= 0)
+		put(b,
+		    "\n  %s %s: %u%% (%llu of %llu extents), about %llds "
+		    "left\n",
+		    what, t->member, pct, (unsigned long long)t->done,
+		    (unsigned long long)t->total, (long long)t->eta_s);
+	else if (t->state == VDP_TASK_RUNNING)
+		put(b, "\n  %s %s: %u%% (%llu of %llu extents)\n", what,
+		    t->member, pct, (unsigned long long)t->done,
+		    (unsigned long long)t->total);
+	else
+		put(b, "\n  %s %s: %s%s%s\n", what, t->member,
+		    task_states[t->state], t->error[0] ? ": " : "", t->error);
+}
+
 int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 {
 	struct sbuf b = {0};
@@ -227,7 +274,10 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	char u[37], h1[32], h2[32], h3[32];
 	const uint8_t *id = p->uuid;
 	uint64_t cap, used, saved;
+	struct vdp_task_info task;
+	bool first = true;
 
+	vdp_pool_task(p, &task); /* before meta_lock: task_lock is outer */
 	vdp_pool_statfs(p, &st);
 	cap = st.total_extents * st.extent_size;
 	used = (st.total_extents - st.free_extents) * st.extent_size;
@@ -272,9 +322,11 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		uint64_t mused = (pm->d.nextents - pm->nfree) * p->extent_size;
 		const char *kind = pm->m ? pm->m->ops->kind : "?";
 
+		if (pm->d.state == VDP_MS_REMOVED)
+			continue; /* a tombstone: nothing to show */
 		if (json) {
 			put(&b, "%s{\"index\":%u,\"kind\":\"%s\",\"path\":",
-			    i ? "," : "", i, kind);
+			    first ? "" : ",", i, kind);
 			put_json_str(&b, pm->m ? pm->m->path : pm->d.path);
 			put(&b,
 			    ",\"size\":%llu,\"used\":%llu,\"metadata\":%s,"
@@ -284,7 +336,8 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 			    (unsigned long long)msize,
 			    (unsigned long long)mused,
 			    holds_meta(p, i) ? "true" : "false",
-			    pm->d.state ? "leaving" : "active",
+			    pm->d.state == VDP_MS_LEAVING ? "leaving"
+							  : "active",
 			    (unsigned long long)pm->err_read,
 			    (unsigned long long)pm->err_write,
 			    (unsigned long long)pm->err_flush,
@@ -296,23 +349,37 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		} else {
 			human(msize, h1, sizeof(h1));
 			human(mused, h2, sizeof(h2));
-			put(&b, "  %-3u %-6s %-40s %12s %12s %s\n", i, kind,
+			put(&b, "  %-3u %-6s %-40s %12s %12s %s%s\n", i, kind,
 			    pm->m ? pm->m->path : pm->d.path, h1, h2,
-			    holds_meta(p, i) ? "yes" : "no");
+			    holds_meta(p, i) ? "yes" : "no",
+			    pm->d.state == VDP_MS_LEAVING ? "  (leaving)" : "");
 		}
+		first = false;
 	}
+	if (json)
+		put(&b, "]");
+	put_task(&b, &task, json);
 	if (!json)
 		vdp_pool_problems(p, put_problem, &b);
-	put(&b, json ? "],\"disks\":[" : "\n  %-40s %12s %12s %12s\n", "disk",
+	put(&b, json ? ",\"disks\":[" : "\n  %-40s %12s %12s %12s\n", "disk",
 	    "size", "allocated", "shared");
 	struct disk_ctx dc = {.p = p, .b = &b, .json = json, .first = true};
 
 	ns_walk_files(p, put_disk, &dc);
 	pthread_mutex_unlock(&p->meta_lock);
-	/* Every map entry beyond the first of an extent is space saved. */
-	saved = dc.mapped > used / st.extent_size
-			? (dc.mapped - used / st.extent_size) * st.extent_size
-			: 0;
+	/* Every map entry beyond the first of an extent is space saved; the
+	 * extents a removal gave to metadata chunk copies are not mapped. */
+	uint64_t data_ext = used / st.extent_size;
+
+	for (unsigned c = 0; c < p->nchunks; c++)
+		for (unsigned k = 0; k < p->chunks[c].ncopies; k++)
+			if (chunk_in_data(p, &p->chunks[c], k))
+				data_ext -=
+					(p->chunks[c].nblocks * VDP_BLOCK_SIZE +
+					 p->extent_size - 1) >>
+					p->extent_shift;
+	saved = dc.mapped > data_ext ? (dc.mapped - data_ext) * st.extent_size
+				     : 0;
 	if (json) {
 		put(&b, "],\"saved_by_sharing\":%llu",
 		    (unsigned long long)saved);

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vdpool.c - the administrator's command-line tool: create, mount, umount,
- * status, check and repair of pools.
+ * status, check and repair of pools; add, remove, balance, resize-member.
  *
  * Each subcommand is one function found through a table; each parses its
  * own options with getopt_long.  The tool talks to pools only through
  * store/vdpool.h and to a mounted pool only through the daemon (the
- * trusted.vdpool.* xattrs on the mount's root); it never opens a pool that
+ * trusted.vdpool.* xattrs on the mount's root, and the control socket they
+ * name for add, remove, balance, resize-member); it never opens a pool that
  * a daemon holds for writing and never touches the on-disk format.
  *
  * Every failure ends in exactly one line on stderr, "vdpool CMD: WHAT: WHY",
@@ -27,9 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -976,6 +979,365 @@ static int cmd_check(int argc, char **argv)
 	return r ? 4 : 0;
 }
 
+static const struct option long_help[] = {
+	{"help", no_argument, NULL, 'h'},
+	{0},
+};
+
+/* ---- growing and shrinking ---------------------------------------------- */
+
+/* The control socket of the daemon that serves ARG (its mountpoint, or the
+ * pool name or member path it was mounted by) into SOCK; false when ARG is
+ * not a writable mount (then the pool is opened here). */
+static bool control_socket(const char *arg, char *sock, size_t size)
+{
+	char mnt[PATH_MAX], *s;
+	struct stat st;
+	const char *dir = NULL;
+
+	if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode))
+		dir = arg;
+	else if (find_mount(arg, mnt, sizeof(mnt)))
+		dir = mnt;
+	if (!dir || read_xattr(dir, "trusted.vdpool.control", &s) < 0)
+		return false;
+	snprintf(sock, size, "%s", s);
+	free(s);
+	return true;
+}
+
+/* A progress bar on a terminal: "\r[####      ]  40%  12/30 extents". */
+static bool show_progress(uint64_t done, uint64_t total, int64_t eta)
+{
+	static const char bar[] = "##############################";
+	unsigned pct = total ? (unsigned)(done * 100 / total) : 0;
+	int w = (int)sizeof(bar) - 1, fill = (int)(pct * (unsigned)w / 100);
+
+	if (!isatty(STDERR_FILENO))
+		return false;
+	fprintf(stderr, "\r[%.*s%*s] %3u%%  %" PRIu64 "/%" PRIu64 " extents",
+		fill, bar, w - fill, "", pct, done, total);
+	if (eta >= 0)
+		fprintf(stderr, ", about %" PRId64 " s left   ", eta);
+	else
+		fprintf(stderr, "                    ");
+	return true;
+}
+
+/*
+ * Sends request REQ to the daemon's control socket SOCK and follows the
+ * answer: progress lines draw the bar, "ok TEXT" copies TEXT to OK and
+ * returns 0, "error TEXT" prints the error line about WHAT and returns 1.
+ */
+static int ask_daemon(const char *sock, const char *req, const char *what,
+		      char *ok, size_t oksize)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char line[4300];
+	bool bar = false;
+	int fd, r = 1;
+	FILE *f;
+
+	if (strlen(sock) >= sizeof(sa.sun_path)) {
+		errorf(sock, "socket path too long");
+		return 1;
+	}
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		errorf(sock, "cannot reach the daemon: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	if (dprintf(fd, "%s\n", req) < 0 || !(f = fdopen(fd, "r"))) {
+		errorf(sock, "%s", strerror(errno));
+		close(fd);
+		return 1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long d, t;
+		long long eta;
+
+		line[strcspn(line, "\n")] = 0;
+		if (sscanf(line, "progress %llu %llu %lld", &d, &t, &eta) ==
+		    3) {
+			bar = show_progress(d, t, eta) || bar;
+			continue;
+		}
+		if (bar)
+			fputc('\n', stderr);
+		bar = false;
+		if (!strncmp(line, "ok", 2)) {
+			const char *txt = line[2] ? line + 3 : "";
+			size_t l =
+				strlen(txt) < oksize ? strlen(txt) : oksize - 1;
+
+			memcpy(ok, txt, l);
+			ok[l] = 0;
+			r = 0;
+		} else {
+			const char *why =
+				strncmp(line, "error ", 6) ? line : line + 6;
+
+			errorf(what && names(why, what) ? NULL : what, "%s",
+			       why);
+		}
+		fclose(f);
+		return r;
+	}
+	if (bar)
+		fputc('\n', stderr);
+	errorf(what, "the daemon closed the connection without an answer");
+	fclose(f);
+	return 1;
+}
+
+/* Opens an unmounted pool for a change; prints the error line. */
+static int open_for_change(const char *arg, struct vdp_pool **p)
+{
+	int r = vdp_pool_open(arg, 0, p);
+
+	if (r == -EBUSY) {
+		errorf(arg, "%s; give the mountpoint of the mounted pool",
+		       vdp_last_error());
+		return 1;
+	}
+	if (r < 0) {
+		store_error(arg, r);
+		return 1;
+	}
+	return 0;
+}
+
+/* Waits for the task of an unmounted pool, drawing the bar; 0 once done,
+ * else 1 with the error line about WHAT. */
+static int wait_task(struct vdp_pool *p, const char *what)
+{
+	struct vdp_task_info t;
+	bool bar = false;
+
+	for (;;) {
+		vdp_pool_task(p, &t);
+		if (t.state != VDP_TASK_RUNNING)
+			break;
+		bar = show_progress(t.done, t.total, t.eta_s) || bar;
+		poll(NULL, 0, 250);
+	}
+	if (bar) {
+		show_progress(t.total, t.total, -1);
+		fputc('\n', stderr);
+	}
+	if (t.state == VDP_TASK_DONE)
+		return 0;
+	errorf(what, "%s",
+	       t.state == VDP_TASK_FAILED      ? t.error
+	       : t.state == VDP_TASK_CANCELLED ? "cancelled"
+					       : "stopped");
+	return 1;
+}
+
+/* MEMBER as an absolute path (the daemon's working directory is "/"). */
+static const char *abs_member(const char *member, char *buf, size_t size)
+{
+	char real[PATH_MAX];
+
+	if (!realpath(member, real))
+		return member; /* the store says why */
+	snprintf(buf, size, "%s", real);
+	return buf;
+}
+
+static int cmd_add(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"force", no_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	char sock[PATH_MAX], req[PATH_MAX + 32], ok[256], abs[PATH_MAX];
+	struct vdp_pool *p = NULL;
+	bool force = false, mounted;
+	int c, r = 0;
+
+	while ((c = getopt_long(argc, argv, ":fh", opts, NULL)) != -1) {
+		if (c != 'f')
+			return option_error(c, argv);
+		force = true;
+	}
+	if (argc - optind < 2)
+		return usage_error("expected POOL|MOUNTPOINT and a MEMBER");
+	mounted = control_socket(argv[optind], sock, sizeof(sock));
+	if (!mounted && open_for_change(argv[optind], &p))
+		return 1;
+	for (int i = optind + 1; i < argc && r == 0; i++) {
+		const char *m = abs_member(argv[i], abs, sizeof(abs));
+
+		if (mounted) {
+			snprintf(req, sizeof(req), "add %s%s",
+				 force ? "--force " : "", m);
+			r = ask_daemon(sock, req, argv[i], ok, sizeof(ok));
+		} else if ((r = vdp_pool_add_member(p, m, force)) < 0) {
+			store_error(argv[i], r);
+			r = 1;
+		}
+		if (r == 0)
+			printf("%s: added to the pool\n", argv[i]);
+	}
+	if (p && vdp_pool_close(p) < 0 && r == 0) {
+		store_error(argv[optind], -EIO);
+		r = 1;
+	}
+	return r;
+}
+
+static int cmd_remove(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"cancel", no_argument, NULL, 'c'},
+		{"rate", required_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	char sock[PATH_MAX], req[PATH_MAX + 64], ok[256], abs[PATH_MAX];
+	struct vdp_pool *p = NULL;
+	bool cancel = false;
+	const char *m = NULL;
+	uint64_t rate = 0;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'c')
+			cancel = true;
+		else if (c == 'r' && parse_size(optarg, &rate) < 0)
+			return usage_error("--rate %s: not a size", optarg);
+		else if (c != 'r')
+			return option_error(c, argv);
+	}
+	if (argc - optind != 2 && !(cancel && argc - optind == 1))
+		return usage_error("expected POOL|MOUNTPOINT and a MEMBER");
+	if (argc - optind == 2)
+		m = abs_member(argv[optind + 1], abs, sizeof(abs));
+	if (control_socket(argv[optind], sock, sizeof(sock))) {
+		if (cancel)
+			snprintf(req, sizeof(req), "cancel");
+		else
+			snprintf(req, sizeof(req),
+				 "remove --rate=%" PRIu64 " %s", rate, m);
+		r = ask_daemon(sock, req, m ? argv[optind + 1] : argv[optind],
+			       ok, sizeof(ok));
+	} else {
+		if (open_for_change(argv[optind], &p))
+			return 1;
+		vdp_pool_set_move_rate(p, rate);
+		r = cancel ? vdp_pool_cancel_task(p)
+			   : vdp_pool_remove_member(p, m);
+		if (r < 0) {
+			store_error(m ? argv[optind + 1] : argv[optind], r);
+			r = 1;
+		} else if (!cancel) {
+			r = wait_task(p, argv[optind + 1]);
+		}
+		if (vdp_pool_close(p) < 0 && r == 0) {
+			store_error(argv[optind], -EIO);
+			r = 1;
+		}
+	}
+	if (r == 0)
+		printf("%s: %s\n", m ? argv[optind + 1] : argv[optind],
+		       cancel ? "removal cancelled" : "removed from the pool");
+	return r;
+}
+
+static int cmd_balance(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"rate", required_argument, NULL, 'r'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	char sock[PATH_MAX], ok[256], req[64];
+	struct vdp_pool *p;
+	uint64_t rate = 0;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c != 'r')
+			return option_error(c, argv);
+		if (parse_size(optarg, &rate) < 0)
+			return usage_error("--rate %s: not a size", optarg);
+	}
+	if (argc - optind != 1)
+		return usage_error("expected one POOL or MOUNTPOINT");
+	if (control_socket(argv[optind], sock, sizeof(sock))) {
+		snprintf(req, sizeof(req), "balance --rate=%" PRIu64, rate);
+		r = ask_daemon(sock, req, argv[optind], ok, sizeof(ok));
+	} else {
+		if (open_for_change(argv[optind], &p))
+			return 1;
+		vdp_pool_set_move_rate(p, rate);
+		r = vdp_pool_balance(p);
+		if (r < 0) {
+			store_error(argv[optind], r);
+			r = 1;
+		} else {
+			r = wait_task(p, argv[optind]);
+		}
+		if (vdp_pool_close(p) < 0 && r == 0) {
+			store_error(argv[optind], -EIO);
+			r = 1;
+		}
+	}
+	if (r == 0)
+		printf("%s: balanced\n", argv[optind]);
+	return r;
+}
+
+static int cmd_resize_member(int argc, char **argv)
+{
+	char sock[PATH_MAX], req[PATH_MAX + 32], ok[256], abs[PATH_MAX];
+	char h1[32], h2[32];
+	unsigned long long a = 0, b = 0;
+	struct vdp_pool *p;
+	const char *m;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, ":h", long_help, NULL)) != -1)
+		return option_error(c, argv);
+	if (argc - optind != 2)
+		return usage_error("expected POOL|MOUNTPOINT and a MEMBER");
+	m = abs_member(argv[optind + 1], abs, sizeof(abs));
+	if (control_socket(argv[optind], sock, sizeof(sock))) {
+		snprintf(req, sizeof(req), "resize %s", m);
+		r = ask_daemon(sock, req, argv[optind + 1], ok, sizeof(ok));
+		if (r == 0 && sscanf(ok, "%llu %llu", &a, &b) != 2)
+			a = b = 0;
+	} else {
+		uint64_t o = 0, n = 0;
+
+		if (open_for_change(argv[optind], &p))
+			return 1;
+		r = vdp_pool_resize_member(p, m, &o, &n);
+		if (r < 0) {
+			store_error(argv[optind + 1], r);
+			r = 1;
+		}
+		if (vdp_pool_close(p) < 0 && r == 0) {
+			store_error(argv[optind], -EIO);
+			r = 1;
+		}
+		a = o;
+		b = n;
+	}
+	if (r == 0 && a == b)
+		printf("%s: already uses all of its %s\n", argv[optind + 1],
+		       human(b, h1, sizeof(h1)));
+	else if (r == 0)
+		printf("%s: grown from %s to %s\n", argv[optind + 1],
+		       human(a, h1, sizeof(h1)), human(b, h2, sizeof(h2)));
+	return r;
+}
+
 static const struct command commands[] = {
 	{"create", cmd_create, "format members as a new, empty pool",
 	 " [--name NAME] [--extent-size SIZE] [--force] MEMBER...\n"
@@ -1023,6 +1385,41 @@ static const struct command commands[] = {
 	 "      --repair            repair the pool (see vdpool(8), Repair)\n"
 	 "  -h, --help              show this help\n",
 	 16},
+	{"add", cmd_add, "add members to a pool, mounted or not",
+	 " [--force] POOL|MOUNTPOINT MEMBER...\n"
+	 "Format each MEMBER (a file or a block device) and add it to the\n"
+	 "pool; its space can be used at once, also by a mounted pool.\n\n"
+	 "  -f, --force             overwrite signatures found on members\n"
+	 "  -h, --help              show this help\n",
+	 2},
+	{"remove", cmd_remove, "move a member's data away and remove it",
+	 " [--rate RATE] POOL|MOUNTPOINT MEMBER\n"
+	 "       vdpool remove --cancel POOL|MOUNTPOINT\n"
+	 "Mark MEMBER leaving, move its extents and metadata to the other\n"
+	 "members while the disks stay in use, then drop it from the pool.\n"
+	 "Shows a progress bar on a terminal; Ctrl-C leaves the removal\n"
+	 "running in a mounted pool (see vdpool status).  A removal that\n"
+	 "was interrupted resumes when the pool is opened again.\n\n"
+	 "      --cancel            stop the removal; the member stays\n"
+	 "      --rate RATE         move at most RATE bytes a second (K/M/G)\n"
+	 "  -h, --help              show this help\n",
+	 2},
+	{"balance", cmd_balance, "spread allocated extents evenly",
+	 " [--rate RATE] POOL|MOUNTPOINT\n"
+	 "Move extents from the fullest members to the emptiest until each\n"
+	 "is filled to about the pool's average.  vdpool remove --cancel\n"
+	 "stops it.\n\n"
+	 "      --rate RATE         move at most RATE bytes a second (K/M/G)\n"
+	 "  -h, --help              show this help\n",
+	 2},
+	{"resize-member", cmd_resize_member,
+	 "use the new size of a grown member",
+	 " POOL|MOUNTPOINT MEMBER\n"
+	 "Record MEMBER (a file, device or LUN that grew) at its current\n"
+	 "size, so the pool can use the new space.  Mounting does the same\n"
+	 "for every member.\n\n"
+	 "  -h, --help              show this help\n",
+	 2},
 };
 
 static void main_help(void)
@@ -1033,7 +1430,7 @@ static void main_help(void)
 	       "Manage vdpool pools: members joined into one directory of\n"
 	       "thin, cloneable virtual-machine disks.\n\nCommands:\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		printf("  %-8s %s\n", commands[i].name, commands[i].summary);
+		printf("  %-14s %s\n", commands[i].name, commands[i].summary);
 	printf("\nRun 'vdpool COMMAND --help' for a command's options; "
 	       "see vdpool(8).\n");
 }

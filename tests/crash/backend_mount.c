@@ -356,7 +356,8 @@ static bool is_fuse(const char *path)
 static char **make_env(const char *const *add, size_t nadd)
 {
 	static const char *const drop[] = {
-		"VDPOOL_TEST_LAYERS=", "VDPOOLFS=", "VDPOOL_REGISTRY="};
+		"VDPOOL_TEST_LAYERS=", "VDPOOLFS=", "VDPOOL_REGISTRY=",
+		"VDPOOL_TEST_COPY_REPLY_MAX="};
 	size_t n = 0, k = 0;
 	char **env;
 
@@ -383,7 +384,11 @@ int mount_backend_start(const char *pool, const char *mnt, const char *layers,
 			char *why, size_t wl)
 {
 	char opt[64], layers_var[512], fs_var[4200], reg_var[4200];
-	const char *add[3];
+	/* Replies to copy_file_range say at most 3 extents: a clone takes
+	 * many requests, the first doing it all (fs_copy_file_range), and
+	 * crashes land between them. */
+	char copy_var[] = "VDPOOL_TEST_COPY_REPLY_MAX=196608";
+	const char *add[4];
 	size_t nadd = 0;
 	posix_spawn_file_actions_t fa;
 	struct mount_backend *m;
@@ -408,6 +413,7 @@ int mount_backend_start(const char *pool, const char *mnt, const char *layers,
 	snprintf(reg_var, sizeof(reg_var), "VDPOOL_REGISTRY=%s", c->registry);
 	add[nadd++] = fs_var;
 	add[nadd++] = reg_var;
+	add[nadd++] = copy_var;
 	if (layers) {
 		snprintf(layers_var, sizeof(layers_var),
 			 "VDPOOL_TEST_LAYERS=%s", layers);

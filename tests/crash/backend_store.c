@@ -12,9 +12,11 @@
  * plays the timer (commit) and at close only.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "backends.h"
 #include "layer.h"
@@ -23,6 +25,7 @@
 struct store_backend {
 	struct backend b;
 	struct vdp_pool *p;
+	const char *spare, *leaving; /* reshape's members */
 };
 
 static struct vdp_pool *pool_of(struct backend *b)
@@ -95,11 +98,23 @@ static int st_fallocate(struct backend *b, int64_t h, int mode, uint64_t off,
 	return vdp_fallocate(pool_of(b), (uint64_t)h, mode, off, len);
 }
 
+/* What fs_copy_file_range does with a reply that says at most REPLY_MAX
+ * for a copy whose offsets line up inside an extent (the FUSE reply is 32
+ * bits; 3 extents here, as crash.fuse's daemon is told): the first call
+ * does the whole clone, as one transaction, and reports a part; the
+ * workload calls again for the rest (no-ops), and crashes land between
+ * the calls. */
+#define REPLY_MAX (3u << 16)
+
 static ssize_t st_copy(struct backend *b, int64_t in, uint64_t off_in,
 		       int64_t out, uint64_t off_out, size_t len)
 {
-	return vdp_copy_range(pool_of(b), (uint64_t)in, off_in, (uint64_t)out,
-			      off_out, len);
+	ssize_t n = vdp_copy_range(pool_of(b), (uint64_t)in, off_in,
+				   (uint64_t)out, off_out, len);
+
+	if ((off_in - off_out) % (1u << 16) == 0 && n > (ssize_t)REPLY_MAX)
+		n = REPLY_MAX; /* 1 << 16: the pool's extent size */
+	return n;
 }
 
 static int st_fsync(struct backend *b, int64_t h, bool datasync)
@@ -186,6 +201,31 @@ static bool st_crashed(struct backend *b, int err)
 	return vdp_powerloss_happened();
 }
 
+static int st_reshape(struct backend *b, bool add)
+{
+	struct store_backend *s = (struct store_backend *)b;
+	struct vdp_task_info t;
+	int r;
+
+	if (!s->spare)
+		return -EOPNOTSUPP;
+	if (add)
+		return vdp_pool_add_member(s->p, s->spare, false);
+	r = vdp_pool_remove_member(s->p, s->leaving);
+	if (r < 0)
+		return r;
+	/* The removal runs on the pool's thread; the power may go there. */
+	do {
+		struct timespec ts = {0, 2 * 1000000};
+
+		nanosleep(&ts, NULL);
+		vdp_pool_task(s->p, &t);
+	} while (t.state == VDP_TASK_RUNNING);
+	if (t.state != VDP_TASK_DONE && !vdp_powerloss_happened())
+		fprintf(stderr, "crashtest: the removal failed: %s\n", t.error);
+	return t.state == VDP_TASK_DONE ? 0 : -EIO;
+}
+
 static const struct backend_ops store_ops = {
 	.name = "store",
 	.create = st_create,
@@ -203,7 +243,17 @@ static const struct backend_ops store_ops = {
 	.list = st_list,
 	.commit = st_commit,
 	.crashed = st_crashed,
+	.reshape = st_reshape,
 };
+
+void store_backend_set_reshape(struct backend *b, const char *spare,
+			       const char *leaving)
+{
+	struct store_backend *s = (struct store_backend *)b;
+
+	s->spare = spare;
+	s->leaving = leaving;
+}
 
 struct backend *store_backend_new(struct vdp_pool *p)
 {

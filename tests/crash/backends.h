@@ -22,6 +22,9 @@ int rentry_cmp(const void *a, const void *b);
 /* The workload on pool P (not owned). */
 struct backend *store_backend_new(struct vdp_pool *p);
 void store_backend_free(struct backend *b);
+/* crashtest --reshape: the member SPARE to add, LEAVING to remove. */
+void store_backend_set_reshape(struct backend *b, const char *spare,
+			       const char *leaving);
 
 /* ---- backend_mount.c ------------------------------------------------------
  */

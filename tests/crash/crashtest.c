@@ -68,6 +68,7 @@
 #endif
 
 #define MEMBER_SIZE (32ull << 20)
+#define SPARE_SIZE (4ull << 30) /* --reshape's added member, sparse */
 #define EXTENT_SHIFT 16
 #define POINT_TIMEOUT 300 /* seconds; a hung point fails */
 
@@ -97,7 +98,7 @@ struct point {
 	unsigned index;
 	uint64_t seed; /* the workload's */
 	char dir[128];
-	char m[2][160];
+	char m[3][160]; /* m[2]: the spare member --reshape adds */
 	char log[160];
 	char trigger[160]; /* as the failure line shows it */
 	int state;	   /* the namespace state recovered */
@@ -113,7 +114,8 @@ static void problems_report(void *ctx, const char *line)
 		snprintf(first, 512, "%s", line);
 }
 
-/* A fresh pool on members P->m[0], P->m[1] (made now). */
+/* A fresh pool on members P->m[0], P->m[1] (made now), and an empty
+ * spare member file P->m[2]. */
 static int make_pool(struct point *p)
 {
 	const char *members[2] = {p->m[0], p->m[1]};
@@ -121,11 +123,17 @@ static int make_pool(struct point *p)
 		.name = "crash", .extent_shift = EXTENT_SHIFT, .force = true};
 	int r;
 
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
 		int fd = open(p->m[i], O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
 			      0644);
 
-		if (fd < 0 || ftruncate(fd, (off_t)MEMBER_SIZE) < 0) {
+		/* The spare of odd points is large (and sparse): adding it
+		 * adds a metadata chunk too (the pool outgrows 256 x its
+		 * area); even points keep a pool that can run full. */
+		if (fd < 0 ||
+		    ftruncate(fd, (off_t)(i == 2 && (p->index & 1)
+						  ? SPARE_SIZE
+						  : MEMBER_SIZE)) < 0) {
 			snprintf(p->fail, sizeof(p->fail), "member %s: %s",
 				 p->m[i], strerror(errno));
 			if (fd >= 0)
@@ -216,6 +224,7 @@ static int dry_run(struct point *p, uint64_t *writes, uint64_t *flushes,
 		snprintf(p->fail, sizeof(p->fail), "out of memory");
 		goto out;
 	}
+	store_backend_set_reshape(b, p->m[2], p->m[1]);
 	if (p->trace && opt.verbose > 1)
 		fprintf(p->trace, " dry run:\n");
 	res = workload_run(p->seed, b, o, true,
@@ -360,6 +369,7 @@ static int crash_store(struct point *p, struct trigger *t, struct oracle *o,
 		vdp_pool_close(pool);
 		return -1;
 	}
+	store_backend_set_reshape(b, p->m[2], p->m[1]);
 	if (p->trace && opt.verbose > 1)
 		fprintf(p->trace, " crash run (%s):\n", spec);
 	res = workload_run(p->seed, b, o, true,
@@ -398,6 +408,9 @@ static int crash_mount(struct point *p, struct trigger *t, struct oracle *o,
 	int r;
 
 	layers_spec(t, spec, sizeof(spec));
+	/* The daemon's control socket goes with the point's directory (a
+	 * daemon that _exit()s leaves it behind). */
+	setenv("VDPOOL_RUN_DIR", p->dir, 1);
 	snprintf(pidfile, sizeof(pidfile), "%s/daemon.pid", p->dir);
 	snprintf(mnt, sizeof(mnt), "%s/mnt", p->dir);
 	snprintf(reg, sizeof(reg), "%s/registry", p->dir);
@@ -506,6 +519,7 @@ static void point_paths(struct point *p, unsigned index)
 	snprintf(p->dir, sizeof(p->dir), "%s/p%u", opt.base, index);
 	snprintf(p->m[0], sizeof(p->m[0]), "%s/m0.img", p->dir);
 	snprintf(p->m[1], sizeof(p->m[1]), "%s/m1.img", p->dir);
+	snprintf(p->m[2], sizeof(p->m[2]), "%s/m2.img", p->dir);
 	snprintf(p->log, sizeof(p->log), "%s/log", p->dir);
 }
 
@@ -585,7 +599,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: crashtest [--points N] [--seed S] [--point I] "
-		"[--mount] [--long]\n"
+		"[--mount | --reshape] [--long]\n"
 		"                 [--jobs N] [--keep] [--verbose]...\n"
 		"  --points N  crash points to try (default 100; --long: "
 		"3000, or 300\n"
@@ -594,6 +608,9 @@ static void usage(FILE *f)
 		"  --point I   run only point I (replay a failure)\n"
 		"  --mount     through a real mount (vdpool mount, "
 		"VDPOOL_TEST_LAYERS)\n"
+		"  --reshape   in-process, the workload also adds a member and "
+		"removes\n"
+		"              one (vdpool add/remove; not with --mount)\n"
 		"  --jobs N    points at once (default 2)\n"
 		"  --keep      keep a failed point's members and log "
 		"(/dev/shm/crashtest-*)\n"
@@ -626,6 +643,7 @@ static int parse_args(int argc, char **argv)
 		{"seed", required_argument, NULL, 's'},
 		{"point", required_argument, NULL, 'p'},
 		{"mount", no_argument, NULL, 'm'},
+		{"reshape", no_argument, NULL, 'r'},
 		{"long", no_argument, NULL, 'l'},
 		{"jobs", required_argument, NULL, 'j'},
 		{"keep", no_argument, NULL, 'k'},
@@ -637,7 +655,8 @@ static int parse_args(int argc, char **argv)
 	char *end;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n:s:p:mlj:kvh", lo, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:s:p:mrlj:kvh", lo, NULL)) !=
+	       -1) {
 		unsigned long long v = 0;
 
 		if (optarg) {
@@ -670,6 +689,9 @@ static int parse_args(int argc, char **argv)
 		case 'm':
 			opt.mount = true;
 			break;
+		case 'r':
+			workload_reshape = true;
+			break;
 		case 'l':
 			lng = true;
 			break;
@@ -690,7 +712,7 @@ static int parse_args(int argc, char **argv)
 			return -1;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (workload_reshape && opt.mount)) {
 		usage(stderr);
 		return -1;
 	}
@@ -827,9 +849,11 @@ int main(int argc, char **argv)
 	printf("crash points: tried %u, passed %u, failed %u\n",
 	       passed + failed, passed, failed);
 	for (unsigned i = 0; i < failed; i++)
-		printf("  replay: %s --seed %#llx --point %u%s%s\n", argv[0],
+		printf("  replay: %s --seed %#llx --point %u%s%s%s\n", argv[0],
 		       (unsigned long long)opt.seed, fails[i],
-		       opt.mount ? " --mount" : "", opt.keep ? " --keep" : "");
+		       opt.mount ? " --mount" : "",
+		       workload_reshape ? " --reshape" : "",
+		       opt.keep ? " --keep" : "");
 	if (failed && opt.keep)
 		printf("  kept: %s/p<point>\n", opt.base);
 	else

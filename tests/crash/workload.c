@@ -6,8 +6,9 @@
  * punch holes; zero ranges; preallocation; creates, unlinks, renames, also
  * over an existing disk; closes of unlinked disks; clones: copy_file_range
  * into other disks, new ones (`cp`) and the same one, extent-aligned so
- * extents are shared or not so they are copied, then writes, punches and
- * truncates on both sides for copy-on-write), with a pool-full phase in
+ * extents are shared or not so they are copied, and copies by reading and
+ * writing (write-side sharing), then writes, punches and truncates on both
+ * sides for copy-on-write), with a pool-full phase in
  * half the points.  Each operation tells the oracle what it may leave
  * behind; what the pool answers decides nothing but sizes and how much was
  * done after ENOSPC.
@@ -560,6 +561,78 @@ static int op_copy(struct wl *w, struct wdisk *s, uint64_t off_in,
 }
 
 /* `cp S NAME`: a new disk, and the whole of disk S (index SI) copied in. */
+/*
+ * A copy by reading and writing, as `cp` of a thin disk, rsync or qemu-img
+ * without -C make it: up to LEN bytes (at most MAXLEN) at OFF_IN of S read
+ * (whole extents: keys for write-side sharing), then written at OFF_OUT of
+ * D in one piece or, half the time, two (an extent completed piece by
+ * piece).  The bytes are the source's: the oracle is told a copy.  A full
+ * pool may stop the write part way: exactly what it reports was copied.
+ */
+static int op_rwcopy(struct wl *w, struct wdisk *s, uint64_t off_in,
+		     struct wdisk *d, uint64_t off_out, uint64_t len)
+{
+	uint64_t size_in = oracle_size(w->o, s->id);
+	size_t done = 0, cut;
+	ssize_t n;
+	int k;
+
+	w->op = "read-write copy";
+	if (off_in >= size_in)
+		return 0;
+	len = len < size_in - off_in ? len : size_in - off_in;
+	len = len < MAXLEN ? len : MAXLEN;
+	if (s == d && off_in < off_out + len && off_out < off_in + len)
+		return 0; /* cp never reads what it writes */
+	cut = chance(w, 50) ? (size_t)below(w, len) : (size_t)len;
+	trace(w,
+	      "read-write copy d%u [%llu, +%llu) -> d%u at %llu%s, cut at %zu",
+	      s->id, (unsigned long long)off_in, (unsigned long long)len, d->id,
+	      (unsigned long long)off_out,
+	      off_in % EXTENT == off_out % EXTENT ? ", lined up" : "", cut);
+	w->st->copies++;
+	n = w->b->ops->pread(w->b, s->h, w->buf, (size_t)len, off_in);
+	if (n < 0)
+		return outcome(w, n, "read");
+	if ((uint64_t)n != len) {
+		snprintf(w->fail, w->fl, "read of d%u [%llu, +%llu): %zd bytes",
+			 s->id, (unsigned long long)off_in,
+			 (unsigned long long)len, n);
+		return -1;
+	}
+	for (size_t at = 0; at < len;) {
+		size_t piece = at < cut ? cut - at : (size_t)len - at;
+
+		n = w->b->ops->pwrite(w->b, d->h, w->buf + at, piece,
+				      off_out + at);
+		if (n < 0 && n != -ENOSPC) {
+			k = outcome(w, n, "write");
+			if (k > 0)
+				oracle_copy(w->o, s->id, off_in, d->id, off_out,
+					    len);
+			return k;
+		}
+		if (n > 0)
+			at += (size_t)n;
+		done = at;
+		if (n != (ssize_t)piece) {
+			w->st->enospc++;
+			trace(w, "  wrote %zu of %llu bytes (pool full)", done,
+			      (unsigned long long)len);
+			break;
+		}
+	}
+	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
+	if (done) {
+		w->hot[0] = s->id;
+		w->hot[1] = d->id;
+		w->hot_off[0] = off_in;
+		w->hot_off[1] = off_out;
+		w->hot_len = done;
+	}
+	return check_size(w, d);
+}
+
 static int op_cp(struct wl *w, size_t si, const char *name)
 {
 	int k;
@@ -675,6 +748,8 @@ static int random_copy(struct wl *w, struct wdisk *s)
 					   ? (EXTENT - want % EXTENT) % EXTENT
 					   : below(w, EXTENT));
 	}
+	if (chance(w, 40))
+		return op_rwcopy(w, s, off_in, d, off_out, len);
 	return op_copy(w, s, off_in, d, off_out, len);
 }
 
@@ -882,6 +957,24 @@ static int full_phase(struct wl *w)
 	return k;
 }
 
+bool workload_reshape;
+
+/* Adds or removes a member (workload_reshape): the disks' contents stay,
+ * so the oracle hears nothing; a removal that does not fit is skipped. */
+static int op_reshape(struct wl *w, bool add)
+{
+	int r;
+
+	w->op = add ? "add member" : "remove member";
+	trace(w, "%s", w->op);
+	r = w->b->ops->reshape(w->b, add);
+	if (r == -ENOSPC && !w->b->ops->crashed(w->b, ENOSPC)) {
+		trace(w, "%s: does not fit, skipped", w->op);
+		return 0;
+	}
+	return outcome(w, r, w->op);
+}
+
 enum wl_result workload_run(uint64_t seed, struct backend *b, struct oracle *o,
 			    bool live_checks, FILE *trace_file,
 			    struct wl_stats *st, char *fail, size_t fl)
@@ -912,6 +1005,10 @@ enum wl_result workload_run(uint64_t seed, struct backend *b, struct oracle *o,
 			k = full_phase(&w);
 		else
 			k = random_op(&w);
+		/* No draw from the generator: a seed's other steps stay. */
+		if (k == 0 && workload_reshape && b->ops->reshape &&
+		    (st->steps == nsteps / 3 || st->steps == 2 * nsteps / 3))
+			k = op_reshape(&w, st->steps == nsteps / 3);
 	}
 	if (k > 0)
 		st->crash_step = st->steps - 1;

@@ -64,6 +64,11 @@ struct backend_ops {
 	bool (*crashed)(struct backend *b, int err);
 	/* Called before each operation (the mount's signal trigger). */
 	void (*tick)(struct backend *b, unsigned step);
+	/* Changes the pool's members (crashtest --reshape; NULL where not
+	 * supported): ADD adds the spare member, else the second member is
+	 * removed, its extents moved, and the call returns when it is gone.
+	 * The disks' contents do not change.  -ENOSPC: it did not fit. */
+	int (*reshape)(struct backend *b, bool add);
 };
 
 struct backend {
@@ -82,6 +87,11 @@ struct wl_stats {
 	unsigned crash_step; /* the step that saw the power loss */
 	const char *crash_op;
 };
+
+/* crashtest --reshape: the workload adds a member a third of the way
+ * through its steps and removes one at two thirds (backends with
+ * reshape only).  Set before workload_run. */
+extern bool workload_reshape;
 
 /*
  * workload_run: runs the workload of SEED on B, telling O.  LIVE_CHECKS:

@@ -185,6 +185,8 @@ need cmp dd truncate stat findmnt fusermount3 python3 getfattr
 
 VDP_TMP=$(mktemp -d "/var/tmp/vdpool-e2e-$TEST_NAME.XXXXXX")
 export VDPOOL_REGISTRY=$VDP_TMP/registry
+# The daemons' control sockets (vdpool add/remove on a mount), not /run.
+export VDPOOL_RUN_DIR=$VDP_TMP/run
 mkdir "$VDPOOL_REGISTRY" "$VDP_TMP/sanitizer"
 : >"$VDP_TMP/loops"
 : >"$VDP_TMP/pids"
