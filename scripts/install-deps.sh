@@ -23,10 +23,14 @@ PACKAGES=(
 	# end-to-end tests
 	qemu-utils fio e2fsprogs util-linux mount coreutils diffutils xxd
 	attr psmisc procps python3 jq
-	# the copies that write-side sharing turns into clones (e2e.cp)
-	rsync
 	# LVM members (tests/e2e/lvm.sh): pvcreate, vgcreate, lvcreate, dmsetup
 	lvm2
+	# tests/e2e/guest.sh boots a real guest: QEMU, Debian's kernel (the
+	# newest /boot/vmlinuz-* and its modules) and busybox-static, which
+	# the test packs with cpio into its initramfs
+	qemu-system-x86 linux-image-amd64 busybox-static cpio
+	# the copies that write-side sharing turns into clones (e2e.cp)
+	rsync
 	# iSCSI members (tests/e2e/iscsi*.sh): a target to test against; ss
 	tgt iproute2
 )
