@@ -155,10 +155,14 @@ static void answer(struct ctl *c, int fd, char *line)
 		unsigned long long rate = 0;
 		int n = 0;
 
-		/* "--rate=BYTES " first: the move rate limit (0 = none). */
+		/* "--rate=BYTES " first: the move rate limit (0 = none),
+		 * for the task this request starts, not for one it finds
+		 * running (it then only follows it). */
 		if (sscanf(arg, "--rate=%llu %n", &rate, &n) >= 1 && n)
 			arg += n;
-		vdp_pool_set_move_rate(c->pool, rate);
+		vdp_pool_task(c->pool, &t);
+		if (t.state != VDP_TASK_RUNNING)
+			vdp_pool_set_move_rate(c->pool, rate);
 		r = *line == 'r' ? vdp_pool_remove_member(c->pool, arg)
 				 : vdp_pool_balance(c->pool);
 		vdp_pool_task(c->pool, &t);

@@ -121,10 +121,11 @@ struct iscsi_member {
 	bool fail_logged;    /* one -EIO line per outage */
 	unsigned nsense;     /* SCSI errors logged: the first few only */
 	char errbuf[2048];   /* the last login failure */
-	/* The connect or login that session_connect waits for (here, not
-	 * on its stack: libiscsi keeps the pointer). */
+	/* The connect, login or command that await waits for (here, not on
+	 * a stack: libiscsi keeps the pointer until it calls back). */
 	bool aw_done;
 	int aw_status;
+	struct scsi_task *aw_task; /* await_task's */
 };
 
 static uint64_t now_ns(void)
@@ -467,13 +468,14 @@ static void await_cb(struct iscsi_context *c, int status, void *data,
 }
 
 /*
- * Services C until the connect, login or logout it runs calls await_cb, for at
- * most about the per-command timeout.  Not libiscsi's sync calls: their
- * loop services the context only on events (never on a poll timeout, so
- * libiscsi's own timeouts never fire), so a target that accepts the
- * connection and never answers (stopped, hung) would hold the loop
- * thread, and every caller past its deadline, forever.  0 if it ended
- * GOOD, -ETIMEDOUT, or -EIO (libiscsi's error is set).
+ * Services C until the connect, login, logout or command it runs calls
+ * await_cb, for at most about the per-command timeout.  Not libiscsi's
+ * sync calls: their loop services the context only on events (never on a
+ * poll timeout, so libiscsi's own timeouts never fire), so a target that
+ * accepts the connection and never answers (stopped, hung) would hold
+ * the loop thread, and every caller past its deadline, or an open or a
+ * close, forever.  0 if it ended GOOD, -ETIMEDOUT, or -EIO (libiscsi's
+ * error is set).
  */
 static int await(struct iscsi_member *s, struct iscsi_context *c)
 {
@@ -497,6 +499,35 @@ static int await(struct iscsi_member *s, struct iscsi_context *c)
 			return -EIO;
 	}
 	return s->aw_status == SCSI_STATUS_GOOD ? 0 : -EIO;
+}
+
+/* await_cb for a SCSI command: its task, with its status, in aw_task. */
+static void await_task_cb(struct iscsi_context *c, int status, void *data,
+			  void *priv)
+{
+	struct scsi_task *t = data;
+	struct iscsi_member *s = priv;
+
+	if (t)
+		t->status = status;
+	s->aw_task = t;
+	await_cb(c, status, data, priv);
+}
+
+/*
+ * What libiscsi's sync calls return, for a command T just queued with
+ * await_task_cb (open's checks): T once completed, its status set, for
+ * the caller to free; or NULL, libiscsi's error set.  After a timeout T
+ * stays libiscsi's until the context is destroyed.
+ */
+static struct scsi_task *await_task(struct iscsi_member *s, struct scsi_task *t)
+{
+	if (!t)
+		return NULL;
+	s->aw_done = false;
+	s->aw_task = NULL;
+	(void)await(s, s->ctx);
+	return s->aw_done ? s->aw_task : NULL;
 }
 
 /*
@@ -641,7 +672,8 @@ static int check_lun(struct iscsi_member *s)
 	int r;
 
 	for (int i = 0;; i++) {
-		t = iscsi_testunitready_sync(s->ctx, s->lun);
+		t = await_task(s, iscsi_testunitready_task(s->ctx, s->lun,
+							   await_task_cb, s));
 		if (t && t->status == SCSI_STATUS_CHECK_CONDITION &&
 		    (t->sense.key == SCSI_SENSE_UNIT_ATTENTION ||
 		     t->sense.key == SCSI_SENSE_NOT_READY) &&
@@ -655,7 +687,8 @@ static int check_lun(struct iscsi_member *s)
 	if (r < 0)
 		return r;
 	scsi_free_scsi_task(t);
-	t = iscsi_inquiry_sync(s->ctx, s->lun, 0, 0, 255);
+	t = await_task(s, iscsi_inquiry_task(s->ctx, s->lun, 0, 0, 255,
+					     await_task_cb, s));
 	r = task_ok(s, t, "INQUIRY");
 	if (r < 0)
 		return r;
@@ -681,7 +714,8 @@ static int check_lun(struct iscsi_member *s)
 /* READ CAPACITY(16): block size, size, provisioning bits. */
 static int read_capacity(struct iscsi_member *s)
 {
-	struct scsi_task *t = iscsi_readcapacity16_sync(s->ctx, s->lun);
+	struct scsi_task *t = await_task(
+		s, iscsi_readcapacity16_task(s->ctx, s->lun, await_task_cb, s));
 	struct scsi_readcapacity16 *rc;
 	int r = task_ok(s, t, "READ CAPACITY(16)");
 
@@ -714,8 +748,9 @@ static void read_limits(struct iscsi_member *s)
 	s->max_xfer = DEFAULT_MAX_XFER / s->bs;
 	s->max_ws = DEFAULT_MAX_XFER * 64 / s->bs;
 	s->max_unmap = DEFAULT_MAX_XFER * 64 / s->bs;
-	t = iscsi_inquiry_sync(s->ctx, s->lun, 1,
-			       SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS, 255);
+	t = await_task(s, iscsi_inquiry_task(s->ctx, s->lun, 1,
+					     SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS,
+					     255, await_task_cb, s));
 	if (t && t->status == SCSI_STATUS_GOOD &&
 	    (bl = scsi_datain_unmarshall(t))) {
 		/* Zero means "no limit" for all three. */
@@ -730,9 +765,11 @@ static void read_limits(struct iscsi_member *s)
 		scsi_free_scsi_task(t);
 	if (!s->lbpme)
 		return;
-	t = iscsi_inquiry_sync(s->ctx, s->lun, 1,
+	t = await_task(s,
+		       iscsi_inquiry_task(
+			       s->ctx, s->lun, 1,
 			       SCSI_INQUIRY_PAGECODE_LOGICAL_BLOCK_PROVISIONING,
-			       255);
+			       255, await_task_cb, s));
 	if (t && t->status == SCSI_STATUS_GOOD &&
 	    (lbp = scsi_datain_unmarshall(t))) {
 		s->lbpu = lbp->lbpu;
@@ -900,6 +937,10 @@ static void task_cb(struct iscsi_context *c, int status, void *data, void *priv)
 		r = -EBUSY;
 		break;
 	default: /* CANCELLED, ERROR, TIMEOUT: the session is gone */
+		/* After a TIMEOUT libiscsi may still hold Data-Out PDUs that
+		 * point into the caller's buffer: broken makes the loop
+		 * destroy the context before it services it again, so a
+		 * caller that req_retry fails (MAX_SENDS) may return. */
 		s->broken = true;
 		r = -EAGAIN;
 		break;

@@ -11,10 +11,11 @@
  * the locks are dropped.  No write can land in the old extent between the
  * copy and the switch: its writers wait on the io lock.  A disk that took
  * a share of it after the scan (a clone) never writes it in place (its
- * count is above one) and is found by the next pass.  The old extent is
- * freed by the switch and, like any freed extent, reused only once the
- * commit that stops naming it is durable; until then a crash finds the
- * old map and the old extent, untouched.
+ * count was above one, so it stays marked shared, extent_was_shared,
+ * after the switch drops the others) and is found by the next pass.  The
+ * old extent is freed by the switch and, like any freed extent, reused
+ * only once the commit that stops naming it is durable; until then a
+ * crash finds the old map and the old extent, untouched.
  *
  * Changes to the member table and the metadata chunks happen in
  * pool_commit_with's PREP, while no commit runs (a commit reads both
