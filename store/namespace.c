@@ -186,7 +186,15 @@ static struct vnode *vnode_new(struct vdp_pool *p, uint64_t ino, uint32_t mode)
 		rtree_init(&v->data, VDP_TREE_MAP, sizeof(uint64_t), ino);
 	rtree_init(&v->xblob, VDP_TREE_BLOB, VDP_PAYLOAD, ino);
 	v->next_cookie = 2;
-	pthread_rwlock_init(&v->io, NULL);
+	/* Writers first: a disk read or written without pause must not
+	 * starve the exclusive holds of copy-on-write, hole filling, clones
+	 * and extent moves (nothing takes v->io shared twice). */
+	pthread_rwlockattr_t a;
+	pthread_rwlockattr_init(&a);
+	pthread_rwlockattr_setkind_np(
+		&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&v->io, &a);
+	pthread_rwlockattr_destroy(&a);
 	size_t b = mix(ino) & (p->vtab_size - 1);
 	v->hnext = p->vtab[b];
 	p->vtab[b] = v;

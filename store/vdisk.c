@@ -11,7 +11,9 @@
  *     are zeroed when the size grows over them, never when it shrinks, so
  *     an uncommitted shrink loses nothing;
  *   - the map of a disk changes only under its io lock held exclusive, so
- *     readers holding it shared may read the map without meta_lock.
+ *     readers holding it shared may read the map without meta_lock (a
+ *     hole is filled by writing a new extent under the lock shared, then
+ *     mapping it under the lock exclusive: fill_hole).
  */
 #include <endian.h>
 #include <errno.h>
@@ -236,15 +238,16 @@ static int zero_tail(struct vdp_pool *p, struct vnode *v, uint64_t size,
 }
 
 /*
- * Gives virtual extent VEXT of V a new extent holding LEN bytes of BUF at
- * offset S inside it (BUF NULL: all zeros).  Under v->io exclusive.
+ * Takes a free extent and writes LEN bytes of BUF at offset S inside it,
+ * zeros around them (BUF NULL: all zeros); *PID is the extent.  Nothing
+ * names it yet, so any io lock of the disk will do.  On failure the extent
+ * is free again.
  */
-static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
-		       const void *buf, uint64_t s, size_t len)
+static int fill_new(struct vdp_pool *p, const void *buf, uint64_t s, size_t len,
+		    uint64_t *pidp)
 {
 	struct pmember *pm;
 	uint64_t pid, base;
-	uint64_t *slot;
 	int r = take_extent(p, &pid);
 
 	if (r < 0)
@@ -255,24 +258,88 @@ static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 	if (r == 0 && buf)
 		r = vdp_member_write(pm->m, buf, len, base + s);
 	atomic_store(&pm->written, true);
-	pthread_mutex_lock(&p->meta_lock);
-	if (r == 0) {
-		/* Map and reference in one hold of meta_lock: a commit sees
-		 * both or neither. */
-		slot = rtree_slot(&v->data, vext);
-		r = slot ? extent_ref(p, pid) : -ENOMEM;
-		if (r == 0) {
-			*slot = htole64(pid);
-			v->d.nalloc++;
-			vnode_dirty(p, v);
-		}
-	} else {
+	if (r < 0) {
+		pthread_mutex_lock(&p->meta_lock);
 		member_error(p, pm, IO_WRITE, "write", r);
-	}
-	if (r < 0)
 		unalloc_extent(p, pid);
+		pthread_mutex_unlock(&p->meta_lock);
+		return r;
+	}
+	*pidp = pid;
+	return 0;
+}
+
+/* Maps the filled extent PID at the hole VEXT of V, or frees it on
+ * failure.  Map and reference in one hold of meta_lock: a commit sees both
+ * or neither.  Under v->io exclusive. */
+static int map_new(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		   uint64_t pid)
+{
+	uint64_t *slot;
+	int r;
+
+	pthread_mutex_lock(&p->meta_lock);
+	slot = rtree_slot(&v->data, vext);
+	r = slot ? extent_ref(p, pid) : -ENOMEM;
+	if (r == 0) {
+		*slot = htole64(pid);
+		v->d.nalloc++;
+		vnode_dirty(p, v);
+	} else {
+		unalloc_extent(p, pid);
+	}
 	pthread_mutex_unlock(&p->meta_lock);
 	return r;
+}
+
+/*
+ * Gives virtual extent VEXT of V a new extent holding LEN bytes of BUF at
+ * offset S inside it (BUF NULL: all zeros).  Under v->io exclusive.
+ */
+static int alloc_piece(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		       const void *buf, uint64_t s, size_t len)
+{
+	uint64_t pid;
+	int r = fill_new(p, buf, s, len, &pid);
+
+	return r < 0 ? r : map_new(p, v, vext, pid);
+}
+
+/*
+ * Fills the hole at virtual extent VEXT of V with LEN bytes of BUF at S,
+ * for a writer holding v->io shared: the new extent is written while the
+ * disk's other I/O goes on (thin disks are written mostly here), and only
+ * mapping it takes v->io exclusive, which it keeps (*EXCL).  Returns 1 if
+ * the piece is written, 0 if another writer filled the hole meanwhile (the
+ * new extent went back; the caller writes into theirs), or -errno.
+ */
+static int fill_hole(struct vdp_pool *p, struct vnode *v, uint64_t vext,
+		     const void *buf, uint64_t s, size_t len, bool *excl)
+{
+	uint64_t pid;
+	int r = fill_new(p, buf, s, len, &pid);
+
+	if (r < 0)
+		return r;
+	pthread_rwlock_unlock(&v->io);
+	pthread_rwlock_wrlock(&v->io);
+	*excl = true;
+	if (map_get(v, vext)) {
+		pthread_mutex_lock(&p->meta_lock);
+		unalloc_extent(p, pid);
+		pthread_mutex_unlock(&p->meta_lock);
+		return 0;
+	}
+	r = map_new(p, v, vext, pid);
+	return r < 0 ? r : 1;
+}
+
+/* Whether LEN bytes at BUF are all zeros. */
+static bool all_zeros(const void *buf, size_t len)
+{
+	const uint8_t *b = buf;
+
+	return len == 0 || (b[0] == 0 && memcmp(b, b + 1, len - 1) == 0);
 }
 
 /* Unmaps virtual extents [first, end) of V.  Under meta_lock and v->io
@@ -421,7 +488,26 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 
 		if (n > p->extent_size - s)
 			n = (size_t)(p->extent_size - s);
-		if ((!pid || is_shared(p, pid)) && !*excl) {
+		/* Zeros written over a hole leave the hole (it reads as zeros):
+		 * what QEMU's detect-zeroes and copies that write zeros expect
+		 * of a thin disk.  fallocate is the way to reserve space. */
+		if (!pid && all_zeros((const char *)buf + done, n)) {
+			done += n;
+			continue;
+		}
+		if (!pid && !*excl) {
+			r = fill_hole(p, v, vext, (const char *)buf + done, s,
+				      n, excl);
+			if (r < 0)
+				break;
+			if (r > 0) {
+				done += n;
+				r = 0;
+				continue;
+			}
+			pid = map_get(v, vext); /* filled by another writer */
+		}
+		if (pid && is_shared(p, pid) && !*excl) {
 			pthread_rwlock_unlock(&v->io);
 			pthread_rwlock_wrlock(&v->io);
 			*excl = true;

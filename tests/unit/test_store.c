@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -372,6 +373,101 @@ static void enospc_test(void)
 	CHECK_EQ(vdp_pool_close(p), 0);
 }
 
+/* Threads that fill the same holes at once: fill_hole writes a new extent
+ * with the disk's io lock shared and maps it with the lock exclusive; a
+ * writer that finds the hole filled meanwhile writes into that extent. */
+#define HT_THREADS 4
+#define HT_EXTENTS 8
+#define HT_BLOCKS (HT_EXTENTS * (EXT / 4096))
+
+struct hole_writer {
+	struct vdp_pool *p;
+	uint64_t ino;
+	unsigned t;
+	int failed;
+};
+
+static uint8_t block_byte(unsigned k)
+{
+	return (uint8_t)(1 + k % 251);
+}
+
+static void *hole_writer(void *arg)
+{
+	struct hole_writer *w = arg;
+	uint8_t b[4096];
+
+	/* Thread T writes blocks T, T + HT_THREADS, ...: every extent gets
+	 * blocks from every thread at about the same time. */
+	for (unsigned k = w->t; k < HT_BLOCKS; k += HT_THREADS) {
+		memset(b, block_byte(k), sizeof(b));
+		if (vdp_write(w->p, w->ino, b, sizeof(b), (uint64_t)k * 4096) !=
+		    (ssize_t)sizeof(b))
+			w->failed++;
+	}
+	return NULL;
+}
+
+static void holes_test(void)
+{
+	struct vdp_pool *p = open_pool();
+	uint8_t b[4096], zero[4096] = {0};
+	struct vdp_attr a = {.size = (uint64_t)HT_EXTENTS * EXT};
+
+	for (int round = 0; round < 20; round++) {
+		struct hole_writer w[HT_THREADS];
+		pthread_t t[HT_THREADS];
+		struct vdp_attr got;
+
+		CHECK_EQ(vdp_create(p, VDP_ROOT_INO, "holes.img",
+				    S_IFREG | 0600, 0, 0, &got),
+			 0);
+		CHECK_EQ(vdp_setattr(p, got.ino, &a, VDP_SET_SIZE, &got), 0);
+		for (unsigned i = 0; i < HT_THREADS; i++) {
+			w[i] = (struct hole_writer){p, got.ino, i, 0};
+			pthread_create(&t[i], NULL, hole_writer, &w[i]);
+		}
+		for (unsigned i = 0; i < HT_THREADS; i++) {
+			pthread_join(t[i], NULL);
+			CHECK_EQ(w[i].failed, 0);
+		}
+		for (unsigned k = 0; k < HT_BLOCKS; k++) {
+			CHECK_EQ(vdp_read(p, got.ino, b, sizeof(b),
+					  (uint64_t)k * 4096),
+				 (ssize_t)sizeof(b));
+			CHECK_EQ(b[0], block_byte(k));
+			CHECK_EQ(b[4095], block_byte(k));
+		}
+		/* One extent each, none lost to a race. */
+		CHECK_EQ(vdp_getattr(p, got.ino, &got), 0);
+		CHECK_EQ(got.blocks, (uint64_t)HT_EXTENTS * EXT / 512);
+		check_clean(p);
+		CHECK_EQ(vdp_unlink(p, VDP_ROOT_INO, "holes.img"), 0);
+		vdp_forget(p, got.ino, 1);
+	}
+
+	/* Zeros written over a hole leave it a hole; over data they are
+	 * written. */
+	CHECK_EQ(vdp_create(p, VDP_ROOT_INO, "zeros.img", S_IFREG | 0600, 0, 0,
+			    &a),
+		 0);
+	CHECK_EQ(vdp_write(p, a.ino, zero, sizeof(zero), 3 * EXT), 4096);
+	CHECK_EQ(vdp_getattr(p, a.ino, &a), 0);
+	CHECK_EQ(a.size, 3 * EXT + 4096);
+	CHECK_EQ(a.blocks, 0);
+	memset(b, 0x5a, sizeof(b));
+	CHECK_EQ(vdp_write(p, a.ino, b, sizeof(b), 0), 4096);
+	CHECK_EQ(vdp_write(p, a.ino, zero, sizeof(zero), 0), 4096);
+	CHECK_EQ(vdp_read(p, a.ino, b, sizeof(b), 0), 4096);
+	CHECK_EQ(memcmp(b, zero, sizeof(b)), 0);
+	CHECK_EQ(vdp_getattr(p, a.ino, &a), 0);
+	CHECK_EQ(a.blocks, EXT / 512);
+	check_clean(p);
+	CHECK_EQ(vdp_unlink(p, VDP_ROOT_INO, "zeros.img"), 0);
+	vdp_forget(p, a.ino, 1);
+	CHECK_EQ(vdp_pool_close(p), 0);
+}
+
 static void count_report(void *ctx, const char *line)
 {
 	fprintf(stderr, "check (expected): %s\n", line);
@@ -468,6 +564,7 @@ int main(void)
 	namespace_tests();
 	kill9_test();
 	stale_test();
+	holes_test();
 	enospc_test();
 
 	p = open_pool();
