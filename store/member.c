@@ -152,6 +152,10 @@ bool vdp_member_overlap(const struct vdp_member *a, const struct vdp_member *b,
 			 ia->lv_uuid);
 		return true;
 	}
+	if (ia->lun[0] && strcmp(ia->lun, ib->lun) == 0) {
+		snprintf(why, wl, "both are iSCSI LUN %s", ia->lun);
+		return true;
+	}
 	for (unsigned i = 0; i < ia->ndevs; i++)
 		for (unsigned j = 0; j < ib->ndevs; j++) {
 			const struct vdp_dev_claim *x = &ia->devs[i],

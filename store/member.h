@@ -59,6 +59,7 @@ struct vdp_dev_claim {
 
 struct vdp_member_id {
 	char lv_uuid[33]; /* the LVM LV it stands for, or "" */
+	char lun[272];	  /* the iSCSI LUN it stands for, "IQN/LUN", or "" */
 	unsigned ndevs;
 	struct vdp_dev_claim *devs;
 };
@@ -66,7 +67,8 @@ struct vdp_member_id {
 /*
  * vdp_member_overlap: whether A and B (open) reach the same storage: the
  * same file or device, the same LVM logical volume (by LV UUID, through
- * device-mapper or the PVs), or a device one uses whole that the other
+ * device-mapper or the PVs), the same iSCSI LUN (by target IQN and LUN,
+ * whatever portal names it), or a device one uses whole that the other
  * uses in part (a PV under an LV).  Two LVs sharing a PV do not overlap.
  * On overlap writes the reason to WHY.
  */

@@ -96,6 +96,7 @@ struct iscsi_member {
 	int timeout_s;
 	int lock_fd;
 	char lock_path[600];
+	struct vdp_member_id id; /* target IQN and LUN, for overlap checks */
 	/* The session's ISID, the same at every login: a target that still
 	 * holds the old session then reinstates it, aborting its commands,
 	 * so none of them can run after the ones sent again. */
@@ -1442,8 +1443,9 @@ static int iscsi_lock(struct vdp_member *m, bool exclusive)
 	size_t j = 0;
 
 	if (!s->lock_path[0]) {
-		snprintf(name, sizeof(name), "%s_%s_%d", s->portal, s->target,
-			 s->lun);
+		/* The LUN, not the portal: one target may be reached by
+		 * several names and addresses. */
+		snprintf(name, sizeof(name), "%s_%d", s->target, s->lun);
 		for (char *c = name; *c && j < sizeof(name) - 1; c++)
 			name[j++] = isalnum((unsigned char)*c) || *c == '.' ||
 						    *c == '-'
@@ -1651,6 +1653,8 @@ int vdp_member_iscsi_open(const char *url, bool rdonly, struct vdp_member **out)
 	r = parse_url(s, url);
 	if (r < 0)
 		goto err_free;
+	snprintf(s->id.lun, sizeof(s->id.lun), "%s/%d", s->target, s->lun);
+	s->m.id = &s->id;
 	r = probe_portal(s->portal, 10000);
 	if (r < 0) {
 		vdp_set_error("member %s: portal %s is unreachable: %s",

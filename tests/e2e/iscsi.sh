@@ -126,9 +126,14 @@ mkfs.ext4 -q -F "$VDP_TMP/ext4.img" >/dev/null
 expect_fail "$VDP_TMP/e8" "$VDPOOL" create --name e8 "$(tgt_url small 2)"
 grep -q "holds an existing ext4 filesystem; use --force" "$VDP_TMP/e8" ||
 	die "ext4 on the LUN: wrong message"
+# One LUN named two ways (the portal by name and by address).
+expect_fail "$VDP_TMP/e9" "$VDPOOL" create --force --name e9 \
+	"$(tgt_url small 2)" "iscsi://localhost:$TGT_PORT/$TGT_IQN_BASE:small/2"
+grep -q "both are iSCSI LUN $TGT_IQN_BASE:small/2" "$VDP_TMP/e9" ||
+	die "one LUN twice: wrong message"
 run "$VDPOOL" create --force --name e8 "$(tgt_url small 2)" >&2 ||
 	die "create --force over ext4 failed"
-for f in e1 e2 e3 e4 e5 e6 e7 e8; do
+for f in e1 e2 e3 e4 e5 e6 e7 e8 e9; do
 	[ "$(wc -l <"$VDP_TMP/$f")" -le 1 ] || die "$f: more than one line"
 done
 
