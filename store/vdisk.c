@@ -334,6 +334,74 @@ static int fill_hole(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 	return r < 0 ? r : 1;
 }
 
+/*
+ * New extents past the end of file that a write maps only at its end, in
+ * the hold of meta_lock that sets the new size: a commit must not record
+ * such an extent without the size that covers it, or a crash followed by
+ * a truncate up would show its bytes where zeros belong.
+ */
+struct later {
+	size_t n, cap;
+	uint64_t *vext, *pid;
+};
+
+/* fill_new for virtual extent VEXT, to be mapped by map_later. */
+static int fill_later(struct vdp_pool *p, struct later *l, uint64_t vext,
+		      const void *buf, uint64_t s, size_t len)
+{
+	uint64_t pid;
+	int r;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 8;
+		uint64_t *a = realloc(l->vext, cap * sizeof(*a));
+		uint64_t *b = a ? realloc(l->pid, cap * sizeof(*b)) : NULL;
+
+		if (a)
+			l->vext = a;
+		if (!b)
+			return -ENOMEM;
+		l->pid = b;
+		l->cap = cap;
+	}
+	r = fill_new(p, buf, s, len, &pid);
+	if (r == 0) {
+		l->vext[l->n] = vext;
+		l->pid[l->n++] = pid;
+	}
+	return r;
+}
+
+/* Maps L's extents (in write order) for a write of *DONE bytes at OFF;
+ * one that cannot be mapped ends the write there.  Under meta_lock and
+ * v->io exclusive. */
+static void map_later(struct vdp_pool *p, struct vnode *v, struct later *l,
+		      uint64_t off, size_t *done)
+{
+	size_t i = 0;
+
+	for (; i < l->n; i++) {
+		uint64_t *slot = rtree_slot(&v->data, l->vext[i]);
+
+		if (!slot || extent_ref(p, l->pid[i]) < 0)
+			break;
+		*slot = htole64(l->pid[i]);
+		v->d.nalloc++;
+	}
+	if (i < l->n) { /* out of memory: the write ends before it */
+		uint64_t at = l->vext[i] << p->extent_shift;
+
+		if (at < off + *done)
+			*done = at > off ? (size_t)(at - off) : 0;
+		for (; i < l->n; i++)
+			unalloc_extent(p, l->pid[i]);
+	}
+	if (l->n)
+		vnode_dirty(p, v);
+	free(l->vext);
+	free(l->pid);
+}
+
 /* Whether LEN bytes at BUF are all zeros. */
 static bool all_zeros(const void *buf, size_t len)
 {
@@ -476,6 +544,7 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 			    bool *excl)
 {
 	uint64_t size = file_size(p, v);
+	struct later later = {0};
 	size_t done = 0;
 	int r = 0;
 
@@ -527,6 +596,9 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 			atomic_store(&pm->written, true);
 			if (r < 0)
 				member_error(p, pm, IO_WRITE, "write", r);
+		} else if (r == 0 && o >= size) {
+			r = fill_later(p, &later, vext,
+				       (const char *)buf + done, s, n);
 		} else if (r == 0) {
 			r = alloc_piece(p, v, vext, (const char *)buf + done, s,
 					n);
@@ -535,6 +607,7 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 			done += n;
 	}
 	pthread_mutex_lock(&p->meta_lock);
+	map_later(p, v, &later, off, &done);
 	if (done) {
 		vnode_touch(v, true, true);
 		if (off + done > v->d.size) {
