@@ -50,7 +50,6 @@
 #define MAX_SENDS 32		    /* times one command is sent at most */
 #define DEFAULT_MAX_XFER (1u << 20) /* bytes, when the LUN names none */
 #define ZERO_CHUNK (1u << 20)	    /* bytes per WRITE of zeros */
-#define LOCK_DIR "/run/vdpool"
 
 enum op { OP_READ, OP_WRITE, OP_FLUSH, OP_UNMAP, OP_WSAME, OP_RECAP };
 
@@ -921,7 +920,19 @@ static void task_cb(struct iscsi_context *c, int status, void *data, void *priv)
 	}
 	switch (status) {
 	case SCSI_STATUS_GOOD:
-		r = 0;
+		/* A transfer cut short leaves part of the caller's buffer
+		 * as it was (another request's bytes): never a success. */
+		r = t && t->residual_status == SCSI_RESIDUAL_UNDERFLOW &&
+				    t->residual > 0
+			    ? -EIO
+			    : 0;
+		if (r < 0)
+			SENSE_LOG(s,
+				  "%s of %u blocks at %llu moved %zu bytes "
+				  "too few",
+				  q->op == OP_READ ? "READ" : "command",
+				  q->nblocks, (unsigned long long)q->lba,
+				  t->residual);
 		break;
 	case SCSI_STATUS_CHECK_CONDITION:
 		r = sense_errno(s, q, t, &delay_ms);
@@ -1436,6 +1447,16 @@ static int iscsi_discard(struct vdp_member *m, uint64_t off, uint64_t len)
  * holder removes the file at close; a locker that finds it has locked a
  * file removed meanwhile tries again with the new one.
  */
+/* Where the LUNs' lock files live: the daemons' run directory, as for
+ * their control sockets (fs/control.c); tests point it at a directory of
+ * their own. */
+static const char *lock_dir(void)
+{
+	const char *d = getenv("VDPOOL_RUN_DIR");
+
+	return d && *d ? d : "/run/vdpool";
+}
+
 static int iscsi_lock(struct vdp_member *m, bool exclusive)
 {
 	struct iscsi_member *s = ism(m);
@@ -1453,13 +1474,13 @@ static int iscsi_lock(struct vdp_member *m, bool exclusive)
 					    : '_';
 		name[j] = 0;
 		snprintf(s->lock_path, sizeof(s->lock_path), "%s/iscsi-%s.lock",
-			 LOCK_DIR, name);
+			 lock_dir(), name);
 	}
 	for (int tries = 0; tries < 10; tries++) {
 		struct stat a, b;
 
 		if (s->lock_fd < 0) {
-			mkdir(LOCK_DIR, 0755);
+			mkdir(lock_dir(), 0755);
 			s->lock_fd = open(s->lock_path,
 					  O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 			if (s->lock_fd < 0)
