@@ -402,6 +402,23 @@ static void map_later(struct vdp_pool *p, struct vnode *v, struct later *l,
 	free(l->pid);
 }
 
+/*
+ * After a write let go of V's io lock to take it exclusive at offset O: a
+ * truncate may have run meanwhile.  If the file now ends before O, the
+ * bytes from its end to O must read as zeros once this write extends it
+ * again (a shrink keeps the tail of its last extent), and *SIZE follows.
+ */
+static int relocked(struct vdp_pool *p, struct vnode *v, uint64_t o,
+		    uint64_t *size)
+{
+	uint64_t now = file_size(p, v);
+
+	if (now >= *size)
+		return 0;
+	*size = now;
+	return o > now ? zero_tail(p, v, now, o) : 0;
+}
+
 /* Whether LEN bytes at BUF are all zeros. */
 static bool all_zeros(const void *buf, size_t len)
 {
@@ -567,6 +584,11 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 		if (!pid && !*excl) {
 			r = fill_hole(p, v, vext, (const char *)buf + done, s,
 				      n, excl);
+			if (r >= 0) {
+				int z = relocked(p, v, o, &size);
+
+				r = z < 0 ? z : r;
+			}
 			if (r < 0)
 				break;
 			if (r > 0) {
@@ -580,8 +602,11 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 			pthread_rwlock_unlock(&v->io);
 			pthread_rwlock_wrlock(&v->io);
 			*excl = true;
+			r = relocked(p, v, o, &size);
 			pid = map_get(v, vext);
 		}
+		if (r < 0)
+			break;
 		if (pid && !pid_valid(p, pid))
 			r = bad_pid(p, pid);
 		else if (pid && *excl)
