@@ -370,6 +370,10 @@ void share_free(struct share *t);
 void share_vnode_free(struct vnode *v);
 
 /* vdisk.c */
+/* Copies extent FROM to extent TO through BUF (aligned, an extent long);
+ * TO's member is marked written, for the next commit to flush. */
+int vdisk_copy_extent(struct vdp_pool *p, uint64_t from, uint64_t to,
+		      void *buf);
 /* If virtual extent VEXT of V maps OLD, maps it to PID instead: one
  * reference more on PID, one less on OLD (which the caller copied to PID).
  * Returns 1 if switched, 0 if VEXT no longer maps OLD, or -errno.  Under

@@ -465,8 +465,7 @@ static int move_group(struct vdp_pool *p, const struct ent *g, size_t n,
 		      int target, void *buf)
 {
 	struct vnode **vs = calloc(n, sizeof(*vs));
-	struct pmember *om, *nm;
-	uint64_t npid = 0, obase, nbase;
+	uint64_t npid = 0;
 	size_t nv = 0, still = 0;
 	int r = 0;
 
@@ -505,18 +504,8 @@ static int move_group(struct vdp_pool *p, const struct ent *g, size_t n,
 	r = take_for_move(p, target, &npid);
 	if (r < 0)
 		goto out;
-	pool_member_offset(p, g[0].pid, &om, &obase);
-	pool_member_offset(p, npid, &nm, &nbase);
-	r = om->m->ops->pread(om->m, buf, p->extent_size, obase);
-	if (r < 0) {
-		member_error(p, om, IO_READ, "read", r);
-	} else {
-		r = nm->m->ops->pwrite(nm->m, buf, p->extent_size, nbase);
-		/* Flushed by the commit before any map names it. */
-		atomic_store(&nm->written, true);
-		if (r < 0)
-			member_error(p, nm, IO_WRITE, "write", r);
-	}
+	/* Flushed by the commit before any map names it. */
+	r = vdisk_copy_extent(p, g[0].pid, npid, buf);
 	pthread_mutex_lock(&p->meta_lock);
 	still = 0;
 	for (size_t i = 0, k = 0; i < n && r >= 0; i++) {

@@ -163,6 +163,24 @@ static bool is_shared(struct vdp_pool *p, uint64_t pid)
 	return shared;
 }
 
+/* Copies extent FROM to extent TO through BUF (an aligned extent's worth);
+ * TO's member is marked written, to be flushed by the next commit. */
+int vdisk_copy_extent(struct vdp_pool *p, uint64_t from, uint64_t to, void *buf)
+{
+	struct pmember *om, *nm;
+	uint64_t obase, nbase;
+	int r;
+
+	pool_member_offset(p, from, &om, &obase);
+	pool_member_offset(p, to, &nm, &nbase);
+	r = om->m->ops->pread(om->m, buf, p->extent_size, obase);
+	if (r < 0)
+		return member_error(p, om, IO_READ, "read", r);
+	r = nm->m->ops->pwrite(nm->m, buf, p->extent_size, nbase);
+	atomic_store(&nm->written, true);
+	return r < 0 ? member_error(p, nm, IO_WRITE, "write", r) : 0;
+}
+
 /*
  * Copy-on-write: when extent *PID of virtual extent VEXT of V is shared
  * with another disk (or another place of this one), gives V a copy of its
@@ -174,8 +192,7 @@ static bool is_shared(struct vdp_pool *p, uint64_t pid)
 static int cow_extent(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 		      uint64_t *pidp)
 {
-	uint64_t old = *pidp, pid, obase, nbase, *slot;
-	struct pmember *om, *nm;
+	uint64_t old = *pidp, pid, *slot;
 	void *buf;
 	int r;
 
@@ -188,17 +205,7 @@ static int cow_extent(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 		free(buf);
 		return r;
 	}
-	pool_member_offset(p, old, &om, &obase);
-	pool_member_offset(p, pid, &nm, &nbase);
-	r = om->m->ops->pread(om->m, buf, p->extent_size, obase);
-	if (r < 0) {
-		member_error(p, om, IO_READ, "read", r);
-	} else {
-		r = nm->m->ops->pwrite(nm->m, buf, p->extent_size, nbase);
-		atomic_store(&nm->written, true);
-		if (r < 0)
-			member_error(p, nm, IO_WRITE, "write", r);
-	}
+	r = vdisk_copy_extent(p, old, pid, buf);
 	free(buf);
 	pthread_mutex_lock(&p->meta_lock);
 	slot = r == 0 ? rtree_slot(&v->data, vext) : NULL;

@@ -463,6 +463,23 @@ static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
 	return k ? k : check_size(w, d);
 }
 
+/* A copy of DONE bytes from OFF_IN of S to OFF_OUT of D happened: tell
+ * the oracle, remember the range (the next crash may land on it), and
+ * check D's size. */
+static int copied(struct wl *w, struct wdisk *s, uint64_t off_in,
+		  struct wdisk *d, uint64_t off_out, uint64_t done)
+{
+	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
+	if (done) {
+		w->hot[0] = s->id;
+		w->hot[1] = d->id;
+		w->hot_off[0] = off_in;
+		w->hot_off[1] = off_out;
+		w->hot_len = done;
+	}
+	return check_size(w, d);
+}
+
 /*
  * copy_file_range of LEN bytes at OFF_IN of S to OFF_OUT of D, called again
  * after a short count as cp does: clipped at S's end of file (as it was
@@ -549,18 +566,9 @@ static int op_copy(struct wl *w, struct wdisk *s, uint64_t off_in,
 			 (unsigned long long)want);
 		return -1;
 	}
-	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
-	if (done) {
-		w->hot[0] = s->id;
-		w->hot[1] = d->id;
-		w->hot_off[0] = off_in;
-		w->hot_off[1] = off_out;
-		w->hot_len = done;
-	}
-	return check_size(w, d);
+	return copied(w, s, off_in, d, off_out, done);
 }
 
-/* `cp S NAME`: a new disk, and the whole of disk S (index SI) copied in. */
 /*
  * A copy by reading and writing, as `cp` of a thin disk, rsync or qemu-img
  * without -C make it: up to LEN bytes (at most MAXLEN) at OFF_IN of S read
@@ -622,17 +630,10 @@ static int op_rwcopy(struct wl *w, struct wdisk *s, uint64_t off_in,
 			break;
 		}
 	}
-	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
-	if (done) {
-		w->hot[0] = s->id;
-		w->hot[1] = d->id;
-		w->hot_off[0] = off_in;
-		w->hot_off[1] = off_out;
-		w->hot_len = done;
-	}
-	return check_size(w, d);
+	return copied(w, s, off_in, d, off_out, done);
 }
 
+/* `cp S NAME`: a new disk, and the whole of disk S (index SI) copied in. */
 static int op_cp(struct wl *w, size_t si, const char *name)
 {
 	int k;
