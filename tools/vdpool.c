@@ -1341,8 +1341,9 @@ static int cmd_resize_member(int argc, char **argv)
 static const struct command commands[] = {
 	{"create", cmd_create, "format members as a new, empty pool",
 	 " [--name NAME] [--extent-size SIZE] [--force] MEMBER...\n"
-	 "Format each MEMBER (a file or a block device) into a new, empty\n"
-	 "pool and register the pool under NAME.\n\n"
+	 "Format each MEMBER (a file, a block device, lvm:VG/LV or an\n"
+	 "iscsi:// URL, see vdpool(8)) into a new, empty pool and register\n"
+	 "the pool under NAME.\n\n"
 	 "  -n, --name NAME         1-63 of A-Z a-z 0-9 . _ - (default: the\n"
 	 "                          first member's name without extension)\n"
 	 "  -s, --extent-size SIZE  a power of two from 64K to 64M, with\n"
@@ -1387,8 +1388,9 @@ static const struct command commands[] = {
 	 16},
 	{"add", cmd_add, "add members to a pool, mounted or not",
 	 " [--force] POOL|MOUNTPOINT MEMBER...\n"
-	 "Format each MEMBER (a file or a block device) and add it to the\n"
-	 "pool; its space can be used at once, also by a mounted pool.\n\n"
+	 "Format each MEMBER (a file, a block device, lvm:VG/LV or an\n"
+	 "iscsi:// URL) and add it to the pool; its space can be used at\n"
+	 "once, also by a mounted pool.\n\n"
 	 "  -f, --force             overwrite signatures found on members\n"
 	 "  -h, --help              show this help\n",
 	 2},
