@@ -208,6 +208,7 @@ static int do_commit(struct vdp_pool *p, bool full)
 	meta = p->pend_meta;
 	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
 	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
+	p->releasing = ext.n + meta.n;
 	p->changed = p->times_changed = false;
 	if (r < 0)
 		p->failed = true;
@@ -229,6 +230,7 @@ static int do_commit(struct vdp_pool *p, bool full)
 	snprintf(p->commit_error, sizeof(p->commit_error), "%s",
 		 r ? vdp_last_error() : "");
 	pthread_mutex_unlock(&p->err_lock);
+	p->releasing = 0;
 	if (r == 0) {
 		p->txid = txid;
 		release_pending(p, &ext, &meta);

@@ -143,7 +143,8 @@ struct vdp_pool {
 	bool changed;	    /* something for the next commit */
 	bool times_changed; /* only timestamps (fdatasync may skip them) */
 	struct u64vec pend_ext, pend_meta; /* freed in the open transaction */
-	struct qbuf *q; /* blocks of the commit being built */
+	size_t releasing; /* freed by the running commit, usable after it */
+	struct qbuf *q;	  /* blocks of the commit being built */
 	size_t nq, qcap;
 	uint64_t build_txid;
 	/* Roots of the last commit: loaded at open, set by each commit. */

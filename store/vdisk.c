@@ -130,7 +130,9 @@ static int take_extent(struct vdp_pool *p, uint64_t *pid)
 
 	pthread_mutex_lock(&p->meta_lock);
 	r = alloc_extent(p, pid);
-	pending = p->pend_ext.n + p->pend_meta.n;
+	/* Frees of the open transaction, or of a commit running now (its
+	 * writer may be another thread): a commit makes them usable. */
+	pending = p->pend_ext.n + p->pend_meta.n + p->releasing;
 	pthread_mutex_unlock(&p->meta_lock);
 	if (r == -ENOSPC && pending) {
 		/* Extents freed by the open transaction become usable once

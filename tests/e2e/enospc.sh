@@ -66,5 +66,22 @@ run dd if="$VDP_TMP/src" of="$MNT/b.img" bs=1M count=32 conv=fsync \
 	status=none
 cmp -n $((32 * E)) "$VDP_TMP/src" "$MNT/b.img" || die "b.img differs"
 assert_free "$MNT" $((free0 - 32 * E)) "free after 32 MiB"
+
+# Writers filling holes at once (QD 8) when the space they need was freed
+# by an rm whose commit is still to run, or running for one of them: the
+# others must wait for that commit, not fail with ENOSPC (they did, once
+# holes were filled in parallel).
+step "a full pool, rm, then parallel writes into holes all succeed"
+need fio
+run truncate -s 64M "$MNT/q.img"
+run fallocate -l $(($(df_free "$MNT") - 4 * E)) "$MNT/filler.img"
+fio --name=full --filename="$MNT/q.img" --rw=randwrite --bs=64k \
+	--size=32M --ioengine=libaio --iodepth=8 --direct=1 \
+	--output=/dev/null >/dev/null 2>&1 && die "fio on a full pool succeeded"
+run rm "$MNT/filler.img"
+run fio --name=after-rm --filename="$MNT/q.img" --rw=randwrite --bs=64k \
+	--size=32M --ioengine=libaio --iodepth=8 --direct=1 --output=/dev/null ||
+	die "parallel writes after rm failed"
+log "ok: parallel hole filling after rm"
 vdp_umount "$MNT"
 vdp_check full
