@@ -2,11 +2,13 @@
 /*
  * check.h - the few assertion macros the unit tests share.  A failed
  * CHECK prints where and why and counts; main returns non-zero if any
- * failed, and prints the "N passed, N failed" line CI reads.
+ * failed, and prints the "N passed, N failed" line CI reads.  Also the
+ * removal of a test's temporary directory.
  */
 #ifndef VDP_TEST_CHECK_H
 #define VDP_TEST_CHECK_H
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,6 +37,24 @@ static int checks_passed, checks_failed;
 				__FILE__, __LINE__, #a, va_, #b, vb_);         \
 		}                                                              \
 	} while (0)
+
+static int remove_one(const char *path, const struct stat *st, int flag,
+		      struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Removes the test's temporary directory DIR and all in it (members,
+ * the registry), unless a check failed: then it stays to be looked at. */
+static inline void remove_test_dir(const char *dir)
+{
+	if (checks_failed == 0 &&
+	    nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
 
 static inline int check_done(const char *name)
 {

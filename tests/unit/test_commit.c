@@ -126,8 +126,6 @@ int main(void)
 	}
 	CHECK_EQ(vdp_pool_check(p, report, NULL), 0);
 	CHECK_EQ(vdp_pool_close(p), 0);
-	unlink(m0);
-	rmdir(reg);
-	rmdir(dir);
+	remove_test_dir(dir);
 	return check_done("test_commit");
 }

@@ -1259,12 +1259,6 @@ int main(void)
 	test_threads();
 	test_pool();
 
-	if (checks_failed == 0) {
-		char cmd[160];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "cannot remove %s\n", dir);
-	}
+	remove_test_dir(dir);
 	return check_done("test_layers");
 }

@@ -391,12 +391,6 @@ int main(void)
 	busy();
 	super_slots();
 
-	if (checks_failed == 0) {
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	remove_test_dir(dir);
 	return check_done("test_repair");
 }

@@ -209,13 +209,7 @@ int main(void)
 	compare("read-only, at the end");
 	vdp_pool_close(pool);
 
-	for (int i = 0; i < 4; i++)
-		unlink(mp[i]);
-	snprintf(reg, sizeof(reg), "%s/reg/rs", dir);
-	unlink(reg);
-	snprintf(reg, sizeof(reg), "%s/reg", dir);
-	rmdir(reg);
-	rmdir(dir);
+	remove_test_dir(dir);
 	free(model[0]);
 	free(model[1]);
 	free(snap);

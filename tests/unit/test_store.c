@@ -571,13 +571,6 @@ int main(void)
 	check_clean(p);
 	vdp_pool_close(p);
 	corrupt_test();
-	if (checks_failed == 0) {
-		unlink(m0);
-		unlink(m1);
-		char cmd[128];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (system(cmd) != 0)
-			return 1;
-	}
+	remove_test_dir(dir);
 	return check_done("test_store");
 }
