@@ -8,9 +8,12 @@
 #ifndef VDP_TEST_CHECK_H
 #define VDP_TEST_CHECK_H
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static int checks_passed, checks_failed;
 
@@ -45,6 +48,33 @@ static int remove_one(const char *path, const struct stat *st, int flag,
 	(void)flag;
 	(void)ftw;
 	return remove(path) < 0 ? -1 : 0;
+}
+
+/* Makes the test's temporary directory (DIR, 64 bytes) in /var/tmp, with
+ * the pool registry inside it; false on failure. */
+static inline bool make_test_dir(char dir[64])
+{
+	char reg[96];
+
+	snprintf(dir, 64, "/var/tmp/vdp-unit-XXXXXX");
+	if (!mkdtemp(dir))
+		return false;
+	snprintf(reg, sizeof(reg), "%s/reg", dir);
+	return setenv("VDPOOL_REGISTRY", reg, 1) == 0;
+}
+
+/* Makes PATH (a member) a sparse file of SIZE zero bytes; false (and says
+ * why) on failure. */
+static inline bool make_member(const char *path, off_t size)
+{
+	int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	bool ok = fd >= 0 && ftruncate(fd, size) == 0;
+
+	if (!ok)
+		perror(path);
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 /* Removes the test's temporary directory DIR and all in it (members,

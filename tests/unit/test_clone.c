@@ -257,19 +257,12 @@ int main(void)
 	struct vdp_create_opts o = {.name = "clone", .extent_shift = 16};
 	const char *members[1] = {m0};
 	struct vdp_pool *p = NULL;
-	char reg[96];
-	int fd;
 
-	snprintf(dir, sizeof(dir), "/var/tmp/vdp-unit-XXXXXX");
-	if (!mkdtemp(dir))
+	if (!make_test_dir(dir))
 		return 1;
 	snprintf(m0, sizeof(m0), "%s/m0", dir);
-	snprintf(reg, sizeof(reg), "%s/reg", dir);
-	setenv("VDPOOL_REGISTRY", reg, 1);
-	fd = open(m0, O_CREAT | O_RDWR, 0600);
-	if (fd < 0 || ftruncate(fd, 64 << 20) < 0)
+	if (!make_member(m0, 64 << 20))
 		return 1;
-	close(fd);
 	CHECK_EQ(vdp_pool_create(members, 1, &o), 0);
 	if (vdp_pool_open(m0, 0, &p) < 0) {
 		fprintf(stderr, "open: %s\n", vdp_last_error());

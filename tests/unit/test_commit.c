@@ -58,21 +58,16 @@ int main(void)
 	const char *members[1] = {m0};
 	struct vdp_pool *p = NULL;
 	struct vdp_attr a;
-	char reg[96], spec[16 * 24] = "";
+	char spec[16 * 24] = "";
 	uint8_t b[4096], got[4096];
 	size_t first = 0, most = 0;
-	int fd, r, round, failed = 0;
+	int r, round, failed = 0;
 
-	snprintf(dir, sizeof(dir), "/var/tmp/vdp-unit-XXXXXX");
-	if (!mkdtemp(dir))
+	if (!make_test_dir(dir))
 		return 1;
 	snprintf(m0, sizeof(m0), "%s/m0", dir);
-	snprintf(reg, sizeof(reg), "%s/reg", dir);
-	setenv("VDPOOL_REGISTRY", reg, 1);
-	fd = open(m0, O_CREAT | O_RDWR, 0600);
-	if (fd < 0 || ftruncate(fd, 64 << 20) < 0)
+	if (!make_member(m0, 64 << 20))
 		return 1;
-	close(fd);
 	CHECK_EQ(vdp_pool_create(members, 1, &o), 0);
 
 	/* The file first, durable, without faults. */

@@ -38,17 +38,6 @@ static void report(void *ctx, const char *line)
 	fprintf(stderr, "check: %s\n", line);
 }
 
-static void make_member(const char *path, unsigned size)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-
-	if (fd < 0 || ftruncate(fd, size) < 0) {
-		perror(path);
-		exit(1);
-	}
-	close(fd);
-}
-
 static uint64_t xorshift(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -128,7 +117,8 @@ int main(void)
 	setenv("VDPOOL_REGISTRY", reg, 1);
 	for (int i = 0; i < 4; i++) {
 		snprintf(mp[i], sizeof(mp[i]), "%s/m%d.img", dir, i);
-		make_member(mp[i], MSIZE);
+		if (!make_member(mp[i], MSIZE))
+			exit(1);
 	}
 	CHECK_EQ(vdp_pool_create(two, 2, &o), 0);
 	CHECK_EQ(vdp_pool_open(mp[0], 0, &pool), 0);
@@ -180,7 +170,7 @@ int main(void)
 	wait_task();
 	compare("after balance");
 	vdp_pool_statfs(pool, &st);
-	make_member(mp[2], MSIZE); /* m2 is out: a spare */
+	CHECK(make_member(mp[2], MSIZE)); /* m2 is out: a spare */
 	CHECK_EQ(truncate(mp[3], MSIZE + (4u << 20)), 0);
 	CHECK_EQ(vdp_pool_resize_member(pool, mp[3], &old, &now), 0);
 	CHECK_EQ(now - old, 4u << 20);

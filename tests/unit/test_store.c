@@ -517,22 +517,13 @@ int main(void)
 	const char *members[2] = {m0, m1};
 	struct model f[NFILES];
 	struct vdp_pool *p;
-	char reg[96];
-	int fd;
 
-	snprintf(dir, sizeof(dir), "/var/tmp/vdp-unit-XXXXXX");
-	if (!mkdtemp(dir))
+	if (!make_test_dir(dir))
 		return 1;
 	snprintf(m0, sizeof(m0), "%s/m0", dir);
 	snprintf(m1, sizeof(m1), "%s/m1", dir);
-	snprintf(reg, sizeof(reg), "%s/reg", dir);
-	setenv("VDPOOL_REGISTRY", reg, 1);
-	for (int i = 0; i < 2; i++) {
-		fd = open(members[i], O_CREAT | O_RDWR, 0600);
-		if (fd < 0 || ftruncate(fd, 48 << 20) < 0)
-			return 1;
-		close(fd);
-	}
+	if (!make_member(m0, 48 << 20) || !make_member(m1, 48 << 20))
+		return 1;
 	CHECK_EQ(vdp_pool_create(members, 2, &o), 0);
 	p = open_pool();
 	for (int i = 0; i < NFILES; i++) {
