@@ -338,6 +338,20 @@ static int fail(struct lexer *lx, const char *what)
 	return lx->err;
 }
 
+/* The N bytes at S as a string.  Not strndup: S need not hold a NUL
+ * anywhere (a metadata area is not a C string), and strndup may look for
+ * one past N. */
+static char *dup_bytes(const char *s, size_t n)
+{
+	char *d = malloc(n + 1);
+
+	if (d) {
+		memcpy(d, s, n);
+		d[n] = 0;
+	}
+	return d;
+}
+
 static bool word_char(char c)
 {
 	return c && !isspace((unsigned char)c) && !strchr("{}[]=,\"#", c);
@@ -354,7 +368,7 @@ static char *word(struct lexer *lx)
 		fail(lx, "expected a name");
 		return NULL;
 	}
-	return strndup(s, (size_t)(lx->p - s));
+	return dup_bytes(s, (size_t)(lx->p - s));
 }
 
 /* A quoted string with \" and \\ escapes, as a new string. */
@@ -1212,7 +1226,7 @@ int lvm_spec_parse(const char *spec, struct lvm_spec *out, char *why, size_t wl)
 			    strchr(a, '-') || strchr(a + LVM_UUID_LEN + 1, '-'))
 				goto bad_option;
 		} else if (!strncmp(p, "pv=", 3) && vl > 0 && !out->pvs) {
-			out->pvs = strndup(v, vl);
+			out->pvs = dup_bytes(v, vl);
 			if (!out->pvs)
 				return -ENOMEM;
 		} else if (!strncmp(p, "dm=no", n) && n == 5) {

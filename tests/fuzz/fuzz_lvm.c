@@ -116,11 +116,14 @@ static void area(const uint8_t *d, size_t n)
 
 static void spec(const uint8_t *d, size_t n)
 {
-	char *s = strndup((const char *)d, n), why[200] = "", buf[4096];
+	/* Not strndup: the input holds no NUL (strict_string_checks). */
+	char *s = malloc(n + 1), why[200] = "", buf[4096];
 	struct lvm_spec a, b;
 
 	if (!s)
 		return;
+	memcpy(s, d, n);
+	s[n] = 0;
 	if (lvm_spec_parse(s, &a, why, sizeof(why)) < 0) {
 		FUZZ_ASSERT(why[0]);
 		free(s);
