@@ -993,6 +993,12 @@ static int copy_bytes(struct vdp_pool *p, struct copy *c, uint64_t i,
 		return bad_pid(p, dpid);
 	if (hole && !dpid)
 		return 0;
+	/* The destination maps the source's very extent here, lined up: the
+	 * bytes are the same already (a follow-up request of a clone done
+	 * whole starts inside an extent when the offsets are not aligned).
+	 * Copying would only un-share it, and may fail on a full pool. */
+	if (dpid && (i & m) == (o & m) && dpid == map_get(c->vi, i >> sh))
+		return 0;
 	if (hole && n == e)
 		return 1; /* unmapped at the commit point */
 	if (dpid) {

@@ -156,6 +156,32 @@ static void holes_stay_holes(struct vdp_pool *p)
 	free(b);
 }
 
+/* A clone lined up but not aligned, asked for again from a later offset
+ * (the kernel's follow-up requests after a short reply): the follow-up
+ * starts inside an extent that already is the source's, copies nothing
+ * and takes no space; every whole extent stays shared. */
+static void lined_up_followup(struct vdp_pool *p)
+{
+	uint8_t *a = malloc(6 * EXT);
+	uint64_t src = mkfile(p, "lu-src.img"), dst = mkfile(p, "lu-dst.img");
+	uint64_t before;
+
+	fill(a, 6 * EXT);
+	CHECK_EQ(vdp_write(p, src, a, 6 * EXT, 0), 6 * EXT);
+	CHECK_EQ(vdp_copy_range(p, src, 100, dst, 100, 6 * EXT - 100),
+		 6 * EXT - 100);
+	before = free_extents(p);
+	CHECK_EQ(vdp_copy_range(p, src, 2 * EXT + 100, dst, 2 * EXT + 100,
+				4 * EXT - 100),
+		 4 * EXT - 100);
+	CHECK_EQ(free_extents(p), before);
+	for (uint64_t x = 1; x < 6; x++)
+		CHECK_EQ(pid_of(p, dst, x), pid_of(p, src, x));
+	memset(a, 0, 100);
+	same_bytes(p, dst, a, 6 * EXT);
+	free(a);
+}
+
 /* Reads extent X of INO whole, as cp does, or in PIECES. */
 static void read_extent_of(struct vdp_pool *p, uint64_t ino, uint64_t x,
 			   unsigned pieces)
@@ -270,6 +296,7 @@ int main(void)
 	}
 	vdp_pool_set_commit_interval(p, 0); /* commits only when told */
 	whole_clone(p);
+	lined_up_followup(p);
 	holes_stay_holes(p);
 	write_side(p);
 	CHECK_EQ(vdp_pool_close(p), 0);
