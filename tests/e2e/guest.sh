@@ -306,6 +306,15 @@ fsck_clean() {
 	log "ok: e2fsck -fn $1: $(tail -n 1 <<<"$out")"
 }
 
+# fsck_repair IMAGE OUT: e2fsck -fy IMAGE (status 0 or 1: clean or
+# repaired), its report logged and kept in OUT.
+fsck_repair() {
+	local rc=0
+	e2fsck -fy "$1" >"$2" 2>&1 || rc=$?
+	sed 's/^/    e2fsck -fy: /' "$2" >&2
+	[ "$rc" -le 1 ] || die "e2fsck -fy $1: status $rc"
+}
+
 # check_files IMAGE SUMS [ABSENT...]: loop-mount IMAGE read-only; every
 # "sha256  path" line of file SUMS matches, and no ABSENT path exists.
 check_files() {
@@ -501,10 +510,7 @@ vdp_check f
 vdp_mount f "$FMNT"
 # The guest's ext4 aborted its journal on the errors: e2fsck -fy repairs
 # (status 0 or 1), then finds nothing; the files synced before are intact.
-rc=0
-e2fsck -fy "$FMNT/r.img" >"$VDP_TMP/r.fsck" 2>&1 || rc=$?
-sed 's/^/    e2fsck -fy: /' "$VDP_TMP/r.fsck" >&2
-[ "$rc" -le 1 ] || die "e2fsck -fy $FMNT/r.img: status $rc"
+fsck_repair "$FMNT/r.img" "$VDP_TMP/r.fsck"
 fsck_clean "$FMNT/r.img"
 sums r pre/ >"$VDP_TMP/r.sums"
 check_files "$FMNT/r.img" "$VDP_TMP/r.sums"
@@ -539,10 +545,7 @@ assert_eq "$(wc -l <"$VDP_TMP/k.sums")" "$(wc -l <"$VDP_TMP/k.synced")" \
 	"checksums of the synced files"
 vdp_check g
 vdp_mount g "$MNT"
-rc=0
-e2fsck -fy "$MNT/k.img" >"$VDP_TMP/k.fsck" 2>&1 || rc=$?
-sed 's/^/    e2fsck -fy: /' "$VDP_TMP/k.fsck" >&2
-[ "$rc" -le 1 ] || die "e2fsck -fy $MNT/k.img: status $rc"
+fsck_repair "$MNT/k.img" "$VDP_TMP/k.fsck"
 grep -q 'recovering journal' "$VDP_TMP/k.fsck" ||
 	die "e2fsck -fy $MNT/k.img did not recover the journal"
 fsck_clean "$MNT/k.img"
