@@ -463,13 +463,12 @@ static int op_fallocate(struct wl *w, struct wdisk *d, int mode, uint64_t off,
 	return k ? k : check_size(w, d);
 }
 
-/* A copy of DONE bytes from OFF_IN of S to OFF_OUT of D happened: tell
- * the oracle, remember the range (the next crash may land on it), and
+/* A copy of DONE bytes from OFF_IN of S to OFF_OUT of D happened and the
+ * oracle knows: remember the range (the next crash may land on it), and
  * check D's size. */
 static int copied(struct wl *w, struct wdisk *s, uint64_t off_in,
 		  struct wdisk *d, uint64_t off_out, uint64_t done)
 {
-	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
 	if (done) {
 		w->hot[0] = s->id;
 		w->hot[1] = d->id;
@@ -566,6 +565,7 @@ static int op_copy(struct wl *w, struct wdisk *s, uint64_t off_in,
 			 (unsigned long long)want);
 		return -1;
 	}
+	oracle_copy(w->o, s->id, off_in, d->id, off_out, done);
 	return copied(w, s, off_in, d, off_out, done);
 }
 
@@ -616,12 +616,17 @@ static int op_rwcopy(struct wl *w, struct wdisk *s, uint64_t off_in,
 		if (n < 0 && n != -ENOSPC) {
 			k = outcome(w, n, "write");
 			if (k > 0)
-				oracle_copy(w->o, s->id, off_in, d->id, off_out,
-					    len);
+				oracle_copy(w->o, s->id, off_in + at, d->id,
+					    off_out + at, piece);
 			return k;
 		}
-		if (n > 0)
+		/* Each piece is a write of its own: a crash may keep one
+		 * and not the other, even within a sector. */
+		if (n > 0) {
+			oracle_copy(w->o, s->id, off_in + at, d->id,
+				    off_out + at, (uint64_t)n);
 			at += (size_t)n;
+		}
 		done = at;
 		if (n != (ssize_t)piece) {
 			w->st->enospc++;
