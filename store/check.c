@@ -174,7 +174,7 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 		lack_b[VDP_MAX_MEMBERS], all_a = true;
 	unsigned first_a = n, first_b = n, nlack_b = 0;
 
-	bool fresh[VDP_MAX_MEMBERS] = {false};
+	bool fresh[VDP_MAX_MEMBERS] = {false}, first_in_b[VDP_MAX_MEMBERS];
 
 	for (unsigned i = 0; i < n; i++) {
 		int r;
@@ -182,7 +182,7 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 		if (p->members[i].d.state == VDP_MS_REMOVED) {
 			/* A tombstone: nothing is read, nothing lacks. */
 			memset(&st[i], 0, sizeof(st[i]));
-			lack_a[i] = lack_b[i] = false;
+			lack_a[i] = lack_b[i] = first_in_b[i] = false;
 			continue;
 		}
 		r = super_slots(p, i, &st[i], zero[i]);
@@ -195,6 +195,9 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 			   st[i].txid[a] == p->txid;
 		if (fresh[i])
 			st[i].why[b][0] = 0;
+		/* Added by commit T - 1: that commit wrote it first. */
+		first_in_b[i] = p->txid > 1 &&
+				p->members[i].d.added_txid == p->txid - 1;
 		/* Create clears both slots and commits 1 into slot 1. */
 		if (p->txid == 1 && zero[i][0])
 			st[i].why[0][0] = 0;
@@ -206,20 +209,25 @@ int fsck_super_states(struct vdp_pool *p, struct sb_state *st)
 					       st[i].txid[b] == p->txid - 1);
 		if (lack_a[i] && first_a == n)
 			first_a = i;
-		if (lack_b[i] && first_b == n)
+		if (lack_b[i] && first_b == n && !first_in_b[i])
 			first_b = i;
 		all_a = all_a && !lack_a[i];
 		nlack_b += lack_b[i];
 	}
 	/* What a crash leaves: commit T stopped at member FIRST_A, or a later
 	 * commit stopped at member 0, or T - 1 stopped at FIRST_B >= 1 and T
-	 * went through. */
+	 * went through.  A member a commit added is written before the
+	 * others, so it is never part of that commit's missing suffix. */
 	bool suffix_a = true, suffix_b = true;
 
-	for (unsigned i = first_a; i < n; i++)
-		suffix_a = suffix_a && (lack_a[i] || fresh[i]);
-	for (unsigned i = first_b; i < n; i++)
-		suffix_b = suffix_b && lack_b[i];
+	for (unsigned i = 0; i < n; i++) {
+		if (p->members[i].d.state == VDP_MS_REMOVED)
+			continue;
+		if (i >= first_a && !lack_a[i] && !fresh[i])
+			suffix_a = false;
+		if (first_in_b[i] ? lack_b[i] : i >= first_b && !lack_b[i])
+			suffix_b = false;
+	}
 	suffix_b = all_a && ((suffix_b && first_b >= 1) ||
 			     (first_b == 0 && nlack_b == 1));
 	for (unsigned i = 0; i < n; i++) {

@@ -372,6 +372,42 @@ static void super_slots(void)
 	}
 }
 
+/* A member added by commit T - 1 got that commit's superblock before the
+ * old members did: T - 1 stopped at member 1 and T went through is what a
+ * crash leaves (crashtest --reshape found check calling it a problem), and
+ * so is member 0 alone lacking it (T + 1 stopped there); the added member
+ * lacking T - 1 is not. */
+static void super_slots_added(void)
+{
+	static const struct {
+		unsigned member;
+		bool problem;
+	} cases[] = {{1, false}, {0, false}, {2, true}};
+	char got[32];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct vdp_pool *p;
+		struct vdp_attr a;
+
+		make_pool(2);
+		CHECK(make_member(m[2], 40 << 20));
+		p = open_pool(0);
+		CHECK_EQ(vdp_pool_add_member(p, m[2], false), 0);
+		CHECK_EQ(vdp_create(p, VDP_ROOT_INO, "more", S_IFREG | 0600, 0,
+				    0, &a),
+			 0);
+		vdp_pool_close(p);
+		p = open_pool(VDP_OPEN_RDONLY);
+		CHECK_EQ(le64toh(p->members[2].d.added_txid), p->txid - 1);
+		zero_slot(p, cases[c].member, 3);
+		vdp_pool_close(p);
+		judge(got);
+		fprintf(stderr, "added, case %zu: %s\n", c, got);
+		CHECK_EQ(strchr(got, 'B') != NULL, cases[c].problem);
+		CHECK_EQ(strchr(got, 'n') != NULL, !cases[c].problem);
+	}
+}
+
 int main(void)
 {
 	char reg[96];
@@ -390,6 +426,7 @@ int main(void)
 	one_copy();
 	busy();
 	super_slots();
+	super_slots_added();
 
 	remove_test_dir(dir);
 	return check_done("test_repair");
