@@ -181,11 +181,13 @@ static bool bad_range(off_t off, uint64_t len)
 
 /* ---- session ---- */
 
+#define MAX_WRITE (1u << 20) /* the largest write request */
+
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 
-	conn->max_write = 1 << 20;
+	conn->max_write = MAX_WRITE;
 	conn->max_readahead = 1 << 20;
 	conn->max_background = 64;
 	conn->congestion_threshold = 48;
@@ -1288,9 +1290,9 @@ static void daemon_ready(int *fd)
  */
 #define WRITE_HDR (sizeof(struct fuse_in_header) + sizeof(struct fuse_write_in))
 #define RECV_ALIGN 4096u
-/* libfuse reads up to its session's buffer size (1 MiB + 4 KiB in 3.14),
- * the kernel never sends more than max_write + WRITE_HDR; both fit. */
-#define RECV_BUF ((2u << 20) + 2 * RECV_ALIGN)
+/* The kernel sends at most MAX_WRITE + WRITE_HDR bytes and refuses a read
+ * into less; every other request is smaller. */
+#define RECV_BUF (MAX_WRITE + 2 * RECV_ALIGN)
 
 struct loop {
 	struct fuse_session *se;
@@ -1343,6 +1345,43 @@ static bool worker_leaves(struct loop *l)
 	return true;
 }
 
+/* Reads one request into FBUF, as fuse_session_receive_buf would without
+ * splice.  Returns its size, 0 when the connection has ended, -EINTR to
+ * read again, or -errno.  Cancellable (at exit) only inside read(): a
+ * thread cancelled in stdio would leave stderr locked. */
+static int receive(struct loop *l, struct fuse_buf *fbuf)
+{
+	ssize_t n;
+	int err;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+	n = read(fuse_session_fd(l->se), fbuf->mem,
+		 RECV_BUF - (RECV_ALIGN - WRITE_HDR));
+	err = errno;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	if (fuse_session_exited(l->se))
+		return 0;
+	if (n < 0) {
+		switch (err) {
+		case ENOENT: /* the request was interrupted meanwhile */
+		case EINTR:
+		case EAGAIN:
+			return -EINTR;
+		case ENODEV: /* unmounted */
+		case ECONNABORTED:
+			/* Unmounted while this thread was taking a request
+			 * (a release racing umount does it), or aborted
+			 * through /sys/fs/fuse/connections. */
+			return 0;
+		}
+		return -err;
+	}
+	if ((size_t)n < sizeof(struct fuse_in_header))
+		return -EIO; /* the kernel never sends less */
+	fbuf->size = (size_t)n;
+	return (int)n;
+}
+
 /* Receives and handles requests in MEM until the session ends (*R: 0, or
  * -errno for an error) or the worker leaves (*R = 1). */
 static void serve_requests(struct loop *l, void *mem, int *r)
@@ -1351,11 +1390,8 @@ static void serve_requests(struct loop *l, void *mem, int *r)
 	bool leave;
 
 	while (!fuse_session_exited(l->se)) {
-		/* Cancelled (at exit) only while waiting for a request. */
-		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
-		*r = fuse_session_receive_buf(l->se, &fbuf);
-		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-		if (*r == -EINTR || *r == -EAGAIN)
+		*r = receive(l, &fbuf);
+		if (*r == -EINTR)
 			continue;
 		if (*r <= 0) /* 0: unmounted */
 			return;
