@@ -50,6 +50,7 @@ struct mount_backend {
 	bool sig_planned, sig_started;
 	unsigned sig_step, sig_delay_us;
 	pthread_t sig_thread;
+	char log[4096]; /* the daemon's output */
 };
 
 static struct mount_backend *mb_of(struct backend *b)
@@ -426,6 +427,7 @@ int mount_backend_start(const char *pool, const char *mnt, const char *layers,
 	}
 	char *const argv[] = {(char *)c->vdpool, "mount",     "-f", "-o", opt,
 			      (char *)pool,	 (char *)mnt, NULL};
+	snprintf(m->log, sizeof(m->log), "%s", c->log);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, c->log,
@@ -508,15 +510,31 @@ static void quiesce(struct mount_backend *m)
 	m->rootfd = -1;
 }
 
-static void describe_status(int status, char *s, size_t sl)
+/* How the daemon ended, and the last line it printed: the log goes with
+ * the point's directory unless --keep. */
+static void describe_status(const struct mount_backend *m, char *s, size_t sl)
 {
-	if (WIFEXITED(status))
-		snprintf(s, sl, "exit status %d", WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		snprintf(s, sl, "signal %d (%s)", WTERMSIG(status),
-			 strsignal(WTERMSIG(status)));
+	char line[512] = "", last[512] = "";
+	FILE *f = fopen(m->log, "r");
+	size_t at;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (line[0] != '\n')
+			snprintf(last, sizeof(last), "%s", line);
+	if (f)
+		fclose(f);
+	last[strcspn(last, "\n")] = 0;
+	if (WIFEXITED(m->status))
+		at = (size_t)snprintf(s, sl, "exit status %d",
+				      WEXITSTATUS(m->status));
+	else if (WIFSIGNALED(m->status))
+		at = (size_t)snprintf(s, sl, "signal %d (%s)",
+				      WTERMSIG(m->status),
+				      strsignal(WTERMSIG(m->status)));
 	else
-		snprintf(s, sl, "status %#x", status);
+		at = (size_t)snprintf(s, sl, "status %#x", m->status);
+	if (last[0] && at < sl)
+		snprintf(s + at, sl - at, " (its last words: %s)", last);
 }
 
 static void backend_free(struct mount_backend *m)
@@ -528,7 +546,7 @@ static void backend_free(struct mount_backend *m)
 int mount_backend_stop(struct backend *b, char *why, size_t wl)
 {
 	struct mount_backend *m = mb_of(b);
-	char st[64];
+	char st[600];
 	int r = 0;
 
 	quiesce(m);
@@ -549,7 +567,7 @@ int mount_backend_stop(struct backend *b, char *why, size_t wl)
 		reap(m, 10000);
 		r = -1;
 	} else if (!WIFEXITED(m->status) || WEXITSTATUS(m->status) != 0) {
-		describe_status(m->status, st, sizeof(st));
+		describe_status(m, st, sizeof(st));
 		snprintf(why, wl, "vdpoolfs ended with %s at unmount", st);
 		r = -1;
 	}
@@ -561,7 +579,7 @@ int mount_backend_crash_end(struct backend *b, bool *at_end, char *why,
 			    size_t wl)
 {
 	struct mount_backend *m = mb_of(b);
-	char st[64];
+	char st[600];
 	int r = 0;
 
 	*at_end = false;
@@ -582,7 +600,7 @@ int mount_backend_crash_end(struct backend *b, bool *at_end, char *why,
 		r = -1;
 	} else if (!WIFEXITED(m->status) ||
 		   WEXITSTATUS(m->status) != EXIT_POWERLOSS) {
-		describe_status(m->status, st, sizeof(st));
+		describe_status(m, st, sizeof(st));
 		snprintf(why, wl,
 			 "vdpoolfs ended with %s, not the power loss's %d", st,
 			 EXIT_POWERLOSS);
