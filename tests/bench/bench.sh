@@ -427,8 +427,10 @@ JOBARGS[rand-rw]="--rw=randrw --rwmixread=70 --bs=4k --ioengine=libaio --iodepth
 JOBARGS[psync4-write]="--rw=randwrite --bs=4k --ioengine=psync --numjobs=4"
 JOBARGS[fsync16-write]="--rw=randwrite --bs=4k --ioengine=psync --fdatasync=16"
 # The commit-latency job: one 4 KiB write then fdatasync per extent, so on
-# a thin disk every write allocates and every fdatasync commits.
-JOBARGS[commit]="--rw=write:$((EXTENT - 4096)) --bs=4k --ioengine=psync --fdatasync=1"
+# a thin disk every write allocates and every fdatasync commits.  One pass
+# only: fio counts the bytes it writes, so --size alone would wrap around
+# and measure overwrites after the first pass.
+JOBARGS[commit]="--rw=write:$((EXTENT - 4096)) --bs=4k --ioengine=psync --fdatasync=1 --number_ios=$((SIZE / EXTENT))"
 
 # thin_skips JOB: the thin disk does not run JOB.  Reads would only see
 # holes on a fresh thin disk.  The quick mode also leaves out the jobs
