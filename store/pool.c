@@ -1035,9 +1035,12 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		h->state = le32toh(d->state);
 		memcpy(h->path, d->path, sizeof(h->path) - 1);
 		h->added_txid = le64toh(d->added_txid);
-		/* Without overflow: data_off + nextents extents <= size. */
+		/* Without overflow: data_off + nextents extents <= size;
+		 * the data clear of the superblock slots. */
 		if (h->state > VDP_MS_REMOVED ||
 		    (h->state == VDP_MS_REMOVED && h->nextents) ||
+		    (h->state != VDP_MS_REMOVED &&
+		     h->data_off < VDP_HEADER_AREA) ||
 		    h->nextents >= (1ull << VDP_PID_IDX_BITS) ||
 		    h->data_off > h->size ||
 		    h->nextents > (h->size - h->data_off) >> p->extent_shift) {
