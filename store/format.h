@@ -141,7 +141,7 @@ struct vdp_dmember {
 	uint32_t state;	     /* enum vdp_member_state */
 	char path[128];	     /* where it was last seen, NUL-terminated */
 	uint64_t added_txid; /* the commit that added it; 0: create's */
-	uint8_t reserved[8];
+	uint64_t move_rate;  /* leaving: its removal's bytes/s limit, 0 none */
 };
 static_assert(sizeof(struct vdp_dmember) == 192, "dmember size");
 

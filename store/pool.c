@@ -321,6 +321,7 @@ static void super_build(const struct vdp_pool *p, unsigned mi, uint64_t txid,
 		d->state = htole32(h->state);
 		memcpy(d->path, h->path, sizeof(d->path));
 		d->added_txid = htole64(h->added_txid);
+		d->move_rate = htole64(h->move_rate);
 	}
 	vdp_block_seal(s, VDP_SB_SIZE, p->seed);
 }
@@ -1035,6 +1036,7 @@ static int load_super_fields(struct vdp_pool *p, const struct vdp_dsuper *s,
 		h->state = le32toh(d->state);
 		memcpy(h->path, d->path, sizeof(h->path) - 1);
 		h->added_txid = le64toh(d->added_txid);
+		h->move_rate = le64toh(d->move_rate);
 		/* Without overflow: data_off + nextents extents <= size;
 		 * the data clear of the superblock slots. */
 		if (h->state > VDP_MS_REMOVED ||

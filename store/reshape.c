@@ -552,6 +552,15 @@ void vdp_pool_set_move_rate(struct vdp_pool *p, uint64_t bytes_per_s)
 {
 	pthread_mutex_lock(&p->task_lock);
 	p->task.rate = bytes_per_s;
+	/* A removal's rate is kept with its member, from the next commit. */
+	pthread_mutex_lock(&p->meta_lock);
+	for (unsigned i = 0; i < p->nmembers; i++)
+		if (p->members[i].d.state == VDP_MS_LEAVING &&
+		    p->members[i].d.move_rate != bytes_per_s) {
+			p->members[i].d.move_rate = bytes_per_s;
+			p->changed = true;
+		}
+	pthread_mutex_unlock(&p->meta_lock);
 	pthread_mutex_unlock(&p->task_lock);
 }
 
@@ -960,12 +969,21 @@ static uint64_t chunks_homeless(struct vdp_pool *p, unsigned mi)
 	return 0;
 }
 
+/* CTX: member, state and, for a leaving member, its removal's rate limit
+ * (kept in its record, so a resumed removal keeps to it). */
+struct new_state {
+	unsigned member, state;
+	uint64_t rate;
+};
+
 static int set_state_prep(struct vdp_pool *p, void *ctx)
 {
-	const unsigned *a = ctx; /* member, state */
+	const struct new_state *a = ctx;
 
 	pthread_mutex_lock(&p->meta_lock);
-	p->members[a[0]].d.state = a[1];
+	p->members[a->member].d.state = a->state;
+	p->members[a->member].d.move_rate =
+		a->state == VDP_MS_LEAVING ? a->rate : 0;
 	pthread_mutex_unlock(&p->meta_lock);
 	return 0;
 }
@@ -1029,14 +1047,16 @@ int vdp_pool_remove_member(struct vdp_pool *p, const char *member)
 			      member, (unsigned long long)((run * e) >> 20));
 		r = -ENOSPC;
 	}
+	/* Marked leaving with the rate it is to keep. */
 	if (r == 0 && p->members[mi].d.state != VDP_MS_LEAVING) {
-		unsigned a[2] = {(unsigned)mi, VDP_MS_LEAVING};
+		struct new_state a = {(unsigned)mi, VDP_MS_LEAVING,
+				      p->task.rate};
+		struct new_state was = {(unsigned)mi, p->members[mi].d.state,
+					p->members[mi].d.move_rate};
 
-		r = pool_commit_with(p, set_state_prep, a);
-		if (r < 0) {
-			a[1] = VDP_MS_ACTIVE;
-			set_state_prep(p, a);
-		}
+		r = pool_commit_with(p, set_state_prep, &a);
+		if (r < 0)
+			set_state_prep(p, &was);
 	}
 	if (r == 0)
 		r = task_start(p, VDP_TASK_REMOVE, (unsigned)mi, used);
@@ -1049,6 +1069,7 @@ void reshape_resume(struct vdp_pool *p)
 	for (unsigned i = 0; i < p->nmembers; i++)
 		if (p->members[i].d.state == VDP_MS_LEAVING) {
 			pthread_mutex_lock(&p->task_lock);
+			p->task.rate = p->members[i].d.move_rate;
 			(void)task_start(p, VDP_TASK_REMOVE, i,
 					 used_extents(p, i));
 			pthread_mutex_unlock(&p->task_lock);
@@ -1080,7 +1101,7 @@ void reshape_stop(struct vdp_pool *p)
 
 int vdp_pool_cancel_task(struct vdp_pool *p)
 {
-	unsigned a[2] = {0, VDP_MS_ACTIVE};
+	struct new_state a = {0, VDP_MS_ACTIVE, 0};
 	int leaving = -1;
 
 	vdp_clear_error();
@@ -1103,12 +1124,12 @@ int vdp_pool_cancel_task(struct vdp_pool *p)
 			      p->name);
 		return -ENOENT;
 	}
-	a[0] = (unsigned)leaving;
+	a.member = (unsigned)leaving;
 	pthread_mutex_lock(&p->task_lock);
 	if (p->task.kind == VDP_TASK_REMOVE)
 		p->task.state = VDP_TASK_CANCELLED;
 	pthread_mutex_unlock(&p->task_lock);
-	return pool_commit_with(p, set_state_prep, a);
+	return pool_commit_with(p, set_state_prep, &a);
 }
 
 void vdp_pool_task(struct vdp_pool *p, struct vdp_task_info *out)
@@ -1123,6 +1144,7 @@ void vdp_pool_task(struct vdp_pool *p, struct vdp_task_info *out)
 	out->done = t->done;
 	out->total = t->total;
 	out->gen = t->gen;
+	out->rate = t->rate;
 	out->eta_s = -1;
 	if (t->state == VDP_TASK_RUNNING && t->done > t->start_done) {
 		uint64_t ms = now_ms() - t->start_ms;

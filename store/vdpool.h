@@ -228,6 +228,7 @@ struct vdp_task_info {
 	uint64_t done, total; /* extents moved and to move (an estimate) */
 	int64_t eta_s;	      /* seconds left, -1 unknown */
 	uint64_t gen;	      /* increases with each task started */
+	uint64_t rate;	      /* bytes moved per second at most, 0 no limit */
 	char error[256];      /* why it failed */
 };
 

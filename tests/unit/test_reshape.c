@@ -106,6 +106,7 @@ int main(void)
 	struct vdp_create_opts o = {.name = "rs", .extent_shift = 16};
 	struct vdp_attr a;
 	struct vdp_statfs st, st2;
+	struct vdp_task_info ti;
 	char reg[128];
 	uint64_t old, now;
 	pthread_t t;
@@ -193,6 +194,19 @@ int main(void)
 	CHECK_EQ(vdp_pool_cancel_task(pool), 0);
 	CHECK_EQ(vdp_pool_cancel_task(pool), -ENOENT);
 	compare("after cancel");
+
+	/* A removal's rate limit is kept with its member: closed part way
+	 * (one extent a second), the pool resumes it at that rate. */
+	vdp_pool_set_move_rate(pool, EXT);
+	CHECK_EQ(vdp_pool_remove_member(pool, mp[1]), 0);
+	CHECK_EQ(vdp_pool_close(pool), 0);
+	CHECK_EQ(vdp_pool_open(mp[3], 0, &pool), 0);
+	vdp_pool_task(pool, &ti);
+	CHECK_EQ(ti.state, VDP_TASK_RUNNING);
+	CHECK_EQ(ti.rate, EXT);
+	vdp_pool_set_move_rate(pool, 0);
+	wait_task();
+	compare("after a resumed removal");
 	CHECK_EQ(vdp_pool_close(pool), 0);
 	CHECK_EQ(vdp_pool_open(mp[3], VDP_OPEN_RDONLY, &pool), 0);
 	CHECK_EQ(vdp_pool_check(pool, report, NULL), 0);
