@@ -190,8 +190,9 @@ int vdp_pool_remove_member(struct vdp_pool *p, const char *member);
 
 /* vdp_pool_set_move_rate: removals and balances move at most BYTES_PER_S
  * (0: as fast as they can, the default), to leave the disks' I/O room;
- * for the tasks that start after the call and the running one.  Not
- * persistent: a removal resumed at open runs unlimited. */
+ * for the tasks that start after the call and the running one.  A
+ * removal's rate is kept in the leaving member's record (from the next
+ * commit), and a removal resumed at open keeps to it. */
 void vdp_pool_set_move_rate(struct vdp_pool *p, uint64_t bytes_per_s);
 
 /* vdp_pool_balance: start moving extents, on the pool's thread, from the
