@@ -11,7 +11,7 @@ set -euo pipefail
 PACKAGES=(
 	# build
 	build-essential cmake pkg-config git
-	libfuse3-dev fuse3 libxxhash-dev libblkid-dev
+	libfuse3-dev fuse3 libxxhash-dev libblkid-dev liburing-dev
 	libdevmapper-dev libiscsi-dev
 	# clang-format check; gcc's libasan/libubsan come with build-essential
 	clang clang-format

@@ -84,7 +84,13 @@ struct vnode {
 	bool listed;	/* on p->dirty */
 	/* Directories: the last ns_walk_files that entered it. */
 	uint64_t walk_gen;
+	/* Held shared by reads and writes that leave the map as it is,
+	 * exclusive by whatever changes it or moves data (vnode_lock_excl).
+	 * AIO counts the I/O started under it shared and still running
+	 * (vdp_read_start, vdp_write_start): an exclusive holder waits for
+	 * it to reach zero. */
 	pthread_rwlock_t io;
+	atomic_uint aio;
 	/* share.c: this disk's read and write streams (made on first use),
 	 * and how many are gathering an extent now. */
 	_Atomic(struct share_streams *) shs;
@@ -312,6 +318,9 @@ void vnode_dirty(struct vdp_pool *p, struct vnode *v);
 /* Like vnode_dirty for a change of timestamps only. */
 void vnode_dirty_times(struct vdp_pool *p, struct vnode *v);
 void vnode_touch(struct vnode *v, bool mtime, bool ctime);
+/* Takes V's io lock exclusive, then waits for its asynchronous I/O to
+ * end (vdisk.c).  Released with pthread_rwlock_unlock. */
+void vnode_lock_excl(struct vnode *v);
 /* Calls FN for every regular file reachable from the root, with its path
  * ("/dir/x.img"), in directory order, entering each directory once (by
  * its first name); stops at FN's non-zero.  Under meta_lock. */

@@ -282,3 +282,10 @@ int vdp_member_write(struct vdp_member *m, const void *buf, size_t len,
 	}
 	return 0;
 }
+
+int vdp_member_submit(struct vdp_mio *io)
+{
+	struct vdp_member *m = io->member;
+
+	return m->ops->submit ? m->ops->submit(m, io) : -ENOTSUP;
+}

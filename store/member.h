@@ -16,6 +16,18 @@
 
 struct vdp_member;
 
+/* An asynchronous read or write of a member (vdp_member_submit). */
+struct vdp_mio {
+	struct vdp_member *member;
+	bool write;
+	void *buf; /* BUF, LEN and OFF aligned to member->align */
+	size_t len;
+	uint64_t off;
+	/* Runs once when all LEN bytes moved (R = 0) or failed (-errno), on
+	 * the kind's completion thread. */
+	void (*done)(struct vdp_mio *io, int r);
+};
+
 struct vdp_member_ops {
 	const char *kind; /* "file", "block", ... */
 	/* pread/pwrite: move all LEN bytes or fail with -errno.  BUF, LEN and
@@ -23,6 +35,10 @@ struct vdp_member_ops {
 	int (*pread)(struct vdp_member *m, void *buf, size_t len, uint64_t off);
 	int (*pwrite)(struct vdp_member *m, const void *buf, size_t len,
 		      uint64_t off);
+	/* submit: starts IO, as pread/pwrite would do it, and returns 0; or
+	 * returns -errno and does nothing.  IO->done runs on another thread.
+	 * May be NULL. */
+	int (*submit)(struct vdp_member *m, struct vdp_mio *io);
 	/* flush: every write completed before the call is durable on return */
 	int (*flush)(struct vdp_member *m);
 	/* write_zeroes: the range reads as zeros afterwards (durable after the
@@ -119,5 +135,21 @@ bool vdp_member_url_has_password(const char *spec);
 int vdp_member_read(struct vdp_member *m, void *buf, size_t len, uint64_t off);
 int vdp_member_write(struct vdp_member *m, const void *buf, size_t len,
 		     uint64_t off);
+
+/* vdp_member_submit: starts IO (aligned) on IO->member and returns 0;
+ * IO->done runs once, when it is complete.  It may wait for the next
+ * vdp_aio_flush to reach the member.  -errno when the kind cannot
+ * (only files and block devices can, through io_uring) or not now (a full
+ * ring): nothing was done. */
+int vdp_member_submit(struct vdp_mio *io);
+
+/* uring.c, the process's one ring: members that may submit hold it from
+ * open to close (the last release waits for every I/O submitted);
+ * uring_submit queues IO on FD, to go to the kernel with the next
+ * vdp_aio_flush or a full batch; -errno if it cannot (no io_uring, a full
+ * ring). */
+void uring_hold(void);
+void uring_release(void);
+int uring_submit(int fd, struct vdp_mio *io);
 
 #endif

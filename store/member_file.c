@@ -141,10 +141,16 @@ static int file_lock(struct vdp_member *m, bool exclusive)
 	return errno == EWOULDBLOCK ? -EBUSY : -errno;
 }
 
+static int file_submit(struct vdp_member *m, struct vdp_mio *io)
+{
+	return uring_submit(file_fd(m), io);
+}
+
 static void file_close(struct vdp_member *m)
 {
 	struct file_member *f = (struct file_member *)m;
 
+	uring_release();
 	close(f->fd);
 	free(m->path);
 	free(f);
@@ -154,6 +160,7 @@ static const struct vdp_member_ops file_ops = {
 	.kind = "file",
 	.pread = file_pread,
 	.pwrite = file_pwrite,
+	.submit = file_submit,
 	.flush = file_flush,
 	.write_zeroes = file_write_zeroes,
 	.discard = file_discard,
@@ -165,6 +172,7 @@ static const struct vdp_member_ops block_ops = {
 	.kind = "block",
 	.pread = file_pread,
 	.pwrite = file_pwrite,
+	.submit = file_submit,
 	.flush = file_flush,
 	.write_zeroes = file_write_zeroes,
 	.discard = file_discard,
@@ -227,6 +235,7 @@ int vdp_member_file_open(const char *path, bool rdonly, struct vdp_member **out)
 		r = -ENOMEM;
 		goto err_free;
 	}
+	uring_hold();
 	*out = &f->m;
 	return 0;
 

@@ -844,7 +844,7 @@ int vdp_setattr(struct vdp_pool *p, uint64_t ino, const struct vdp_attr *in,
 			return -EISDIR;
 		if (in->size > vdisk_max_size(p))
 			return -EFBIG;
-		pthread_rwlock_wrlock(&v->io);
+		vnode_lock_excl(v);
 		r = vdisk_truncate(p, v, in->size);
 		pthread_rwlock_unlock(&v->io);
 		if (r < 0)

@@ -487,7 +487,7 @@ static int move_group(struct vdp_pool *p, const struct ent *g, size_t n,
 	}
 	pthread_mutex_unlock(&p->meta_lock);
 	for (size_t i = 0; i < nv; i++)
-		pthread_rwlock_wrlock(&vs[i]->io);
+		vnode_lock_excl(vs[i]);
 
 	for (size_t i = 0, k = 0; i < n; i++) {
 		const uint64_t *s;

@@ -331,7 +331,7 @@ static int fill_hole(struct vdp_pool *p, struct vnode *v, uint64_t vext,
 	if (r < 0)
 		return r;
 	pthread_rwlock_unlock(&v->io);
-	pthread_rwlock_wrlock(&v->io);
+	vnode_lock_excl(v);
 	*excl = true;
 	if (map_get(v, vext)) {
 		pthread_mutex_lock(&p->meta_lock);
@@ -560,6 +560,148 @@ ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 }
 
 /*
+ * Asynchronous reads and writes (vdp_read_start, vdp_write_start).  Each
+ * counts in v->aio from the moment it is checked under v->io shared to its
+ * completion, so an exclusive holder (vnode_lock_excl) never sees the map
+ * change under an I/O still in flight: as if the I/O held v->io shared
+ * until then, without a thread holding it.
+ */
+struct aio {
+	struct vdp_mio mio; /* first: aio_done gets it */
+	struct vdp_pool *p;
+	struct vnode *v;
+	struct pmember *pm;
+	uint64_t vext, pid, s;
+	vdp_done_fn *done;
+	void *arg;
+};
+
+static pthread_mutex_t aio_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t aio_cond = PTHREAD_COND_INITIALIZER;
+static atomic_uint aio_waiters; /* threads in vnode_lock_excl's wait */
+
+void vnode_lock_excl(struct vnode *v)
+{
+	pthread_rwlock_wrlock(&v->io);
+	if (atomic_load(&v->aio) == 0)
+		return;
+	atomic_fetch_add(&aio_waiters, 1);
+	pthread_mutex_lock(&aio_lock);
+	while (atomic_load(&v->aio))
+		pthread_cond_wait(&aio_cond, &aio_lock);
+	pthread_mutex_unlock(&aio_lock);
+	atomic_fetch_sub(&aio_waiters, 1);
+}
+
+static void aio_end(struct vnode *v)
+{
+	if (atomic_fetch_sub(&v->aio, 1) == 1 && atomic_load(&aio_waiters)) {
+		pthread_mutex_lock(&aio_lock);
+		pthread_cond_broadcast(&aio_cond);
+		pthread_mutex_unlock(&aio_lock);
+	}
+}
+
+static void aio_done(struct vdp_mio *mio, int r)
+{
+	struct aio *a = (struct aio *)mio;
+	struct vdp_pool *p = a->p;
+
+	if (r < 0) {
+		member_error(p, a->pm, mio->write ? IO_WRITE : IO_READ,
+			     mio->write ? "write" : "read", r);
+	} else if (mio->write) {
+		p->n_writes++;
+		p->b_written += mio->len;
+	} else {
+		note_read(p, a->v, a->vext, a->pid, a->s, mio->buf, mio->len);
+		p->n_reads++;
+		p->b_read += mio->len;
+	}
+	aio_end(a->v);
+	a->done(a->arg, r < 0 ? r : (ssize_t)mio->len);
+	free(a);
+}
+
+/* The checks of vdp_read_start and vdp_write_start, and the start. */
+static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
+		      uint64_t off, bool write, vdp_done_fn *done, void *arg)
+{
+	uint64_t s = off & (p->extent_size - 1), vext = off >> p->extent_shift;
+	uint64_t pid, base;
+	struct pmember *pm;
+	struct vnode *v;
+	struct aio *a;
+
+	if (len == 0 || s + len > p->extent_size ||
+	    (((uintptr_t)buf | len | off) & (VDP_AIO_ALIGN - 1)) ||
+	    get_file(p, ino, &v) < 0)
+		return false;
+	if (write && (may_write(p, off, len) < 0 || share_wanted(p)))
+		return false;
+	/* Busy: an exclusive holder, or one waiting (it goes first). */
+	if (pthread_rwlock_tryrdlock(&v->io) != 0)
+		return false;
+	pid = map_get(v, vext);
+	if (!pid || !pid_valid(p, pid) || off + len > file_size(p, v) ||
+	    (write && is_shared(p, pid)))
+		goto slow;
+	pool_member_offset(p, pid, &pm, &base);
+	if (pm->m->align > VDP_AIO_ALIGN)
+		goto slow;
+	a = malloc(sizeof(*a));
+	if (!a)
+		goto slow;
+	*a = (struct aio){
+		.mio = {.member = pm->m,
+			.write = write,
+			.buf = buf,
+			.len = len,
+			.off = base + s,
+			.done = aio_done},
+		.p = p,
+		.v = v,
+		.pm = pm,
+		.vext = vext,
+		.pid = pid,
+		.s = s,
+		.done = done,
+		.arg = arg,
+	};
+	atomic_fetch_add(&v->aio, 1);
+	if (write) {
+		atomic_store(&pm->written, true);
+		pthread_mutex_lock(&p->meta_lock);
+		vnode_touch(v, true, true);
+		vnode_dirty_times(p, v);
+		pthread_mutex_unlock(&p->meta_lock);
+	}
+	pthread_rwlock_unlock(&v->io);
+	if (vdp_member_submit(&a->mio) == 0)
+		return true;
+	aio_end(v); /* not started: the caller does it synchronously */
+	free(a);
+	return false;
+
+slow:
+	pthread_rwlock_unlock(&v->io);
+	return false;
+}
+
+bool vdp_read_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
+		    uint64_t off, vdp_done_fn *done, void *arg)
+{
+	return aio_start(p, ino, buf, len, off, false, done, arg);
+}
+
+bool vdp_write_start(struct vdp_pool *p, uint64_t ino, const void *buf,
+		     size_t len, uint64_t off, vdp_done_fn *done, void *arg)
+{
+	/* The member only reads BUF. */
+	return aio_start(p, ino, (void *)buf, len, off, true, done, arg);
+}
+
+/*
  * Writes LEN bytes of BUF at OFF of V under v->io, held exclusive when
  * *EXCL, else shared and taken exclusive (*EXCL set) once the map must
  * change: a hole to fill, a shared extent to copy.  Grows the size.
@@ -609,7 +751,7 @@ static ssize_t write_locked(struct vdp_pool *p, struct vnode *v,
 		}
 		if (pid && is_shared(p, pid) && !*excl) {
 			pthread_rwlock_unlock(&v->io);
-			pthread_rwlock_wrlock(&v->io);
+			vnode_lock_excl(v);
 			*excl = true;
 			r = relocked(p, v, o, &size);
 			pid = map_get(v, vext);
@@ -666,12 +808,12 @@ static ssize_t write_range(struct vdp_pool *p, struct vnode *v, const void *buf,
 	/* Writes that extend the file run alone: they zero the old tail. */
 	excl = off + len > file_size(p, v);
 	if (excl)
-		pthread_rwlock_wrlock(&v->io);
+		vnode_lock_excl(v);
 	else
 		pthread_rwlock_rdlock(&v->io);
 	if (!excl && off + len > file_size(p, v)) { /* shrunk meanwhile */
 		pthread_rwlock_unlock(&v->io);
-		pthread_rwlock_wrlock(&v->io);
+		vnode_lock_excl(v);
 		excl = true;
 	}
 	n = write_locked(p, v, buf, len, off, &excl);
@@ -781,7 +923,7 @@ int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
 	if (r < 0)
 		return r;
 	end = off + len;
-	pthread_rwlock_wrlock(&v->io);
+	vnode_lock_excl(v);
 	size = file_size(p, v);
 	if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
 		/* Past the end of file everything already reads as zeros. */
@@ -922,9 +1064,9 @@ static void lock_pair(struct vnode *a, struct vnode *b, bool lock)
 			pthread_rwlock_unlock(&b->io);
 		return;
 	}
-	pthread_rwlock_wrlock(&first->io);
+	vnode_lock_excl(first);
 	if (a != b)
-		pthread_rwlock_wrlock(&second->io);
+		vnode_lock_excl(second);
 }
 
 /* The most a copy whose offsets do not line up inside an extent moves in

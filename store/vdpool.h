@@ -321,6 +321,28 @@ ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
  * the first byte fitted. */
 ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 		  uint64_t off);
+/*
+ * vdp_read_start / vdp_write_start: vdp_read and vdp_write without waiting
+ * for the member, for the common case: LEN bytes inside one allocated
+ * extent, within the size; BUF, LEN and OFF multiples of VDP_AIO_ALIGN;
+ * for a write an extent not shared with another disk and no write-side
+ * sharing going on; on a member that can (a file or block device).
+ * Return true when started: DONE(ARG, R) then runs once (R = LEN, or
+ * -errno) on another thread (see vdp_aio_flush).
+ * False when the request is not such a case (or the disk is busy being
+ * changed): nothing was done, the caller uses vdp_read or vdp_write.
+ * BUF stays the caller's until DONE.
+ */
+#define VDP_AIO_ALIGN 4096u
+/* The member I/O of the calls above is gathered and may not reach the
+ * members before this call: a thread that started some calls it before
+ * it waits for anything (another request, a lock, I/O of its own). */
+void vdp_aio_flush(void);
+typedef void vdp_done_fn(void *arg, ssize_t r);
+bool vdp_read_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
+		    uint64_t off, vdp_done_fn *done, void *arg);
+bool vdp_write_start(struct vdp_pool *p, uint64_t ino, const void *buf,
+		     size_t len, uint64_t off, vdp_done_fn *done, void *arg);
 /* fallocate(2) MODE: 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE, ZERO_RANGE
  * [|KEEP_SIZE]; others -EOPNOTSUPP. */
 int vdp_fallocate(struct vdp_pool *p, uint64_t ino, int mode, uint64_t off,
