@@ -22,10 +22,12 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -477,30 +479,138 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	reply_open(req, fi);
 }
 
+/*
+ * Reads and writes that vdp_read_start / vdp_write_start take run without
+ * this worker: it goes back to /dev/fuse while the member works, and the
+ * store's completion thread replies.  AIO_PENDING counts them, so that the
+ * session is not torn down under a reply.
+ */
+static atomic_uint aio_pending;
+
+struct loop;
+static __thread struct loop *this_loop; /* a worker's own loop */
+static void worker_may_block(void);
+
+/* Writes of at most this many bytes go asynchronously: their data is
+ * copied out of the worker's receive buffer, which a large write is not
+ * worth (sequential writes are as fast without). */
+#define AIO_WRITE_MAX (128u << 10)
+
+struct aio_req {
+	fuse_req_t req;
+	fuse_ino_t ino;
+	void *buf;
+};
+
+static struct aio_req *aio_req_new(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct aio_req *q = malloc(sizeof(*q));
+
+	if (!q)
+		return NULL;
+	if (posix_memalign(&q->buf, VDP_AIO_ALIGN, size ? size : 1) != 0) {
+		free(q);
+		return NULL;
+	}
+	q->req = req;
+	q->ino = ino;
+	return q;
+}
+
+static void aio_req_free(struct aio_req *q)
+{
+	free(q->buf);
+	free(q);
+}
+
+static void read_done(void *arg, ssize_t n)
+{
+	struct aio_req *q = arg;
+
+	if (n < 0)
+		reply_err(q->req, "read", q->ino, (int)n);
+	else
+		fuse_reply_buf(q->req, q->buf, (size_t)n);
+	aio_req_free(q);
+	atomic_fetch_sub(&aio_pending, 1);
+}
+
+static void write_done(void *arg, ssize_t n)
+{
+	struct aio_req *q = arg;
+
+	if (n < 0)
+		reply_err(q->req, "write", q->ino, (int)n);
+	else
+		fuse_reply_write(q->req, (size_t)n);
+	aio_req_free(q);
+	atomic_fetch_sub(&aio_pending, 1);
+}
+
+/* Waits until every asynchronous request has been answered. */
+static void aio_drain(void)
+{
+	while (atomic_load(&aio_pending))
+		usleep(1000);
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
+	struct aio_req *q;
 	ssize_t n;
-	void *buf;
 
 	(void)fi;
 	if (bad_range(off, size)) {
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	/* At most max_pages (1 MiB); glibc serves it from the heap once its
-	 * mmap threshold has adapted, so no per-thread cache is needed. */
-	buf = malloc(size ? size : 1);
-	if (!buf) {
+	/* At most max_pages (1 MiB). */
+	q = aio_req_new(req, ino, size);
+	if (!q) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = vdp_read(fs_of(req)->pool, ino, buf, size, (uint64_t)off);
+	atomic_fetch_add(&aio_pending, 1);
+	if (vdp_read_start(fs_of(req)->pool, ino, q->buf, size, (uint64_t)off,
+			   read_done, q)) {
+		if (!this_loop) /* -s: nothing else would flush it */
+			vdp_aio_flush();
+		return;
+	}
+	atomic_fetch_sub(&aio_pending, 1);
+	worker_may_block();
+	n = vdp_read(fs_of(req)->pool, ino, q->buf, size, (uint64_t)off);
 	if (n < 0)
 		reply_err(req, "read", ino, (int)n);
 	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+		fuse_reply_buf(req, q->buf, (size_t)n);
+	aio_req_free(q);
+}
+
+/* Starts the write of SIZE bytes of BUF at OFF asynchronously if it can
+ * (see vdp_write_start); false if not. */
+static bool write_start(fuse_req_t req, fuse_ino_t ino, const char *buf,
+			size_t size, off_t off)
+{
+	struct aio_req *q;
+
+	if (size > AIO_WRITE_MAX || (size | (uint64_t)off) % VDP_AIO_ALIGN)
+		return false;
+	q = aio_req_new(req, ino, size);
+	if (!q)
+		return false;
+	memcpy(q->buf, buf, size);
+	atomic_fetch_add(&aio_pending, 1);
+	if (vdp_write_start(fs_of(req)->pool, ino, q->buf, size, (uint64_t)off,
+			    write_done, q)) {
+		if (!this_loop) /* -s: nothing else would flush it */
+			vdp_aio_flush();
+		return true;
+	}
+	atomic_fetch_sub(&aio_pending, 1);
+	aio_req_free(q);
+	return false;
 }
 
 /*
@@ -520,6 +630,11 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* Writes that must be durable when answered wait for the commit. */
+	if ((fs->page_cache || !(fi->flags & O_DSYNC)) &&
+	    write_start(req, ino, buf, size, off))
+		return;
+	worker_may_block();
 	n = vdp_write(fs->pool, ino, buf, size, (uint64_t)off);
 	if (n < 0) {
 		reply_err(req, "write", ino, (int)n);
@@ -1325,6 +1440,24 @@ static int start_worker(struct loop *l)
 	return 0;
 }
 
+/* Called before a request may wait (for a member, a lock, a commit):
+ * sends the I/O this worker gathered and keeps one worker waiting for
+ * requests meanwhile.  Reads and writes that go asynchronously need
+ * neither. */
+static void worker_may_block(void)
+{
+	struct loop *l = this_loop;
+
+	vdp_aio_flush();
+	if (!l) /* -s: libfuse's single-threaded loop */
+		return;
+	pthread_mutex_lock(&l->lock);
+	if (l->idle == 0 && !l->stopping && l->nthreads < l->max_threads &&
+	    start_worker(l) < 0)
+		logmsg(LOG_WARNING, "cannot start a worker thread");
+	pthread_mutex_unlock(&l->lock);
+}
+
 /* Whether the calling worker, waiting again, is one too many: then it
  * detaches and is forgotten.  L->lock held. */
 static bool worker_leaves(struct loop *l)
@@ -1346,19 +1479,28 @@ static bool worker_leaves(struct loop *l)
 }
 
 /* Reads one request into FBUF, as fuse_session_receive_buf would without
- * splice.  Returns its size, 0 when the connection has ended, -EINTR to
- * read again, or -errno.  Cancellable (at exit) only inside read(): a
- * thread cancelled in stdio would leave stderr locked. */
-static int receive(struct loop *l, struct fuse_buf *fbuf)
+ * splice.  The descriptor is non-blocking: when no request is there the
+ * worker sends the I/O it has gathered to the members (vdp_aio_flush) and
+ * waits in epoll_wait on EP, which wakes one waiter per request
+ * (EPOLLEXCLUSIVE).  Returns the request's size, 0 when the connection has
+ * ended, -EINTR to read again, or -errno.  Cancellable (at exit) only
+ * inside epoll_wait(): a thread cancelled in stdio would leave stderr
+ * locked. */
+static int receive(struct loop *l, int ep, struct fuse_buf *fbuf)
 {
+	struct epoll_event ev;
 	ssize_t n;
 	int err;
 
-	pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 	n = read(fuse_session_fd(l->se), fbuf->mem,
 		 RECV_BUF - (RECV_ALIGN - WRITE_HDR));
 	err = errno;
-	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	if (n < 0 && err == EAGAIN) {
+		vdp_aio_flush();
+		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+		(void)epoll_wait(ep, &ev, 1, -1);
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	}
 	if (fuse_session_exited(l->se))
 		return 0;
 	if (n < 0) {
@@ -1384,22 +1526,26 @@ static int receive(struct loop *l, struct fuse_buf *fbuf)
 
 /* Receives and handles requests in MEM until the session ends (*R: 0, or
  * -errno for an error) or the worker leaves (*R = 1). */
-static void serve_requests(struct loop *l, void *mem, int *r)
+static void serve_requests(struct loop *l, int ep, void *mem, int *r)
 {
 	struct fuse_buf fbuf = {.mem = (char *)mem + RECV_ALIGN - WRITE_HDR};
+	const struct fuse_in_header *in;
 	bool leave;
 
 	while (!fuse_session_exited(l->se)) {
-		*r = receive(l, &fbuf);
+		*r = receive(l, ep, &fbuf);
 		if (*r == -EINTR)
 			continue;
 		if (*r <= 0) /* 0: unmounted */
 			return;
+		in = (const struct fuse_in_header *)fbuf.mem;
 		pthread_mutex_lock(&l->lock);
-		if (--l->idle == 0 && !l->stopping &&
-		    l->nthreads < l->max_threads && start_worker(l) < 0)
-			logmsg(LOG_WARNING, "cannot start a worker thread");
+		l->idle--;
 		pthread_mutex_unlock(&l->lock);
+		/* Reads and writes mostly go asynchronously; they call it
+		 * themselves when they do not. */
+		if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE)
+			worker_may_block();
 
 		fuse_session_process_buf(l->se, &fbuf);
 
@@ -1415,17 +1561,33 @@ static void serve_requests(struct loop *l, void *mem, int *r)
 	*r = 0;
 }
 
+static void close_fd(void *arg)
+{
+	close(*(int *)arg);
+}
+
 static void *worker(void *arg)
 {
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
 	struct loop *l = arg;
 	void *mem;
-	int r = -ENOMEM;
+	int ep, r = -ENOMEM;
 
-	if (posix_memalign(&mem, RECV_ALIGN, RECV_BUF) == 0) {
+	this_loop = l;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, fuse_session_fd(l->se), &ev) < 0) {
+		r = -errno;
+	} else if (posix_memalign(&mem, RECV_ALIGN, RECV_BUF) == 0) {
+		pthread_cleanup_push(close_fd, &ep);
 		pthread_cleanup_push(free, mem);
-		serve_requests(l, mem, &r);
+		serve_requests(l, ep, mem, &r);
+		vdp_aio_flush();
 		pthread_cleanup_pop(1);
+		pthread_cleanup_pop(0);
 	}
+	if (ep >= 0)
+		close(ep);
 	if (r > 0)
 		return NULL; /* detached: L may be gone */
 
@@ -1455,6 +1617,10 @@ static int run_loop(struct fuse_session *se, struct fuse_cmdline_opts *opts,
 
 	if (opts->singlethread)
 		return fuse_session_loop(se) < 0 ? -EIO : 0;
+	/* The workers read without blocking (receive). */
+	r = fcntl(fuse_session_fd(se), F_GETFL);
+	if (r < 0 || fcntl(fuse_session_fd(se), F_SETFL, r | O_NONBLOCK) < 0)
+		return -errno;
 	l.threads = calloc(max_threads, sizeof(*l.threads));
 	l.running = calloc(max_threads, sizeof(*l.running));
 	if (!l.threads || !l.running) {
@@ -1568,6 +1734,7 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 		       "the pool unmounted)",
 		       ctl_dir(), strerror(-r));
 	r = run_loop(se, opts, cl->max_threads);
+	aio_drain();
 	ctl_stop(control);
 	control = NULL;
 	if (r < 0)
