@@ -1488,7 +1488,9 @@ static bool worker_leaves(struct loop *l)
  * locked. */
 static int receive(struct loop *l, int ep, struct fuse_buf *fbuf)
 {
-	struct epoll_event ev;
+	/* Not on the stack: ASan takes a frame left by cancellation for one
+	 * still in scope. */
+	static __thread struct epoll_event ev;
 	ssize_t n;
 	int err;
 
@@ -1563,23 +1565,40 @@ static void serve_requests(struct loop *l, int ep, void *mem, int *r)
 
 static void close_fd(void *arg)
 {
-	close(*(int *)arg);
+	close((int)(intptr_t)arg);
+}
+
+/* An epoll instance that waits for requests on L's /dev/fuse, or -errno.
+ * Not inlined: its frame is gone before the worker can be cancelled. */
+__attribute__((noinline)) static int open_epoll(struct loop *l)
+{
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
+	int ep = epoll_create1(EPOLL_CLOEXEC), err;
+
+	if (ep < 0)
+		return -errno;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fuse_session_fd(l->se), &ev) < 0) {
+		err = errno;
+		close(ep);
+		return -err;
+	}
+	return ep;
 }
 
 static void *worker(void *arg)
 {
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE};
 	struct loop *l = arg;
 	void *mem;
 	int ep, r = -ENOMEM;
 
+	/* Cancellable only where receive() allows it. */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
 	this_loop = l;
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (ep < 0 ||
-	    epoll_ctl(ep, EPOLL_CTL_ADD, fuse_session_fd(l->se), &ev) < 0) {
-		r = -errno;
+	ep = open_epoll(l);
+	if (ep < 0) {
+		r = ep;
 	} else if (posix_memalign(&mem, RECV_ALIGN, RECV_BUF) == 0) {
-		pthread_cleanup_push(close_fd, &ep);
+		pthread_cleanup_push(close_fd, (void *)(intptr_t)ep);
 		pthread_cleanup_push(free, mem);
 		serve_requests(l, ep, mem, &r);
 		vdp_aio_flush();
