@@ -153,6 +153,12 @@ static int take_extent(struct vdp_pool *p, uint64_t *pid)
  * has since let go of it (a copy-on-write, a punch, an unlink), and a crash
  * would show that place whatever is written here in place.
  */
+static bool is_shared_locked(struct vdp_pool *p, uint64_t pid)
+{
+	return atomic_load(&p->shared) &&
+	       (extent_refcount(p, pid) > 1 || extent_was_shared(p, pid));
+}
+
 static bool is_shared(struct vdp_pool *p, uint64_t pid)
 {
 	bool shared;
@@ -160,7 +166,7 @@ static bool is_shared(struct vdp_pool *p, uint64_t pid)
 	if (!atomic_load(&p->shared))
 		return false;
 	pthread_mutex_lock(&p->meta_lock);
-	shared = extent_refcount(p, pid) > 1 || extent_was_shared(p, pid);
+	shared = is_shared_locked(p, pid);
 	pthread_mutex_unlock(&p->meta_lock);
 	return shared;
 }
@@ -620,6 +626,8 @@ static void aio_done(struct vdp_mio *mio, int r)
 	}
 	aio_end(a->v);
 	a->done(a->arg, r < 0 ? r : (ssize_t)mio->len);
+	if (mio->write)
+		free(mio->buf); /* aio_start's copy */
 	free(a);
 }
 
@@ -632,9 +640,13 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 	struct pmember *pm;
 	struct vnode *v;
 	struct aio *a;
+	void *copy = NULL;
+	bool ok;
 
 	if (len == 0 || s + len > p->extent_size ||
-	    (((uintptr_t)buf | len | off) & (VDP_AIO_ALIGN - 1)) ||
+	    ((len | off) & (VDP_AIO_ALIGN - 1)) ||
+	    (write ? len > VDP_AIO_WRITE_MAX
+		   : ((uintptr_t)buf & (VDP_AIO_ALIGN - 1)) != 0) ||
 	    get_file(p, ino, &v) < 0)
 		return false;
 	if (write && (may_write(p, off, len) < 0 || share_wanted(p)))
@@ -643,12 +655,26 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 	if (pthread_rwlock_tryrdlock(&v->io) != 0)
 		return false;
 	pid = map_get(v, vext);
-	if (!pid || !pid_valid(p, pid) || off + len > file_size(p, v) ||
-	    (write && is_shared(p, pid)))
+	if (!pid || !pid_valid(p, pid))
 		goto slow;
 	pool_member_offset(p, pid, &pm, &base);
 	if (pm->m->align > VDP_AIO_ALIGN)
 		goto slow;
+	pthread_mutex_lock(&p->meta_lock);
+	ok = off + len <= v->d.size && !(write && is_shared_locked(p, pid));
+	if (ok && write) {
+		vnode_touch(v, true, true);
+		vnode_dirty_times(p, v);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (!ok)
+		goto slow;
+	if (write) { /* the caller's buffer is free on return */
+		if (posix_memalign(&copy, VDP_AIO_ALIGN, len) != 0)
+			goto slow;
+		memcpy(copy, buf, len);
+		buf = copy;
+	}
 	a = malloc(sizeof(*a));
 	if (!a)
 		goto slow;
@@ -669,22 +695,19 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		.arg = arg,
 	};
 	atomic_fetch_add(&v->aio, 1);
-	if (write) {
+	if (write)
 		atomic_store(&pm->written, true);
-		pthread_mutex_lock(&p->meta_lock);
-		vnode_touch(v, true, true);
-		vnode_dirty_times(p, v);
-		pthread_mutex_unlock(&p->meta_lock);
-	}
 	pthread_rwlock_unlock(&v->io);
 	if (vdp_member_submit(&a->mio) == 0)
 		return true;
 	aio_end(v); /* not started: the caller does it synchronously */
 	free(a);
+	free(copy);
 	return false;
 
 slow:
 	pthread_rwlock_unlock(&v->io);
+	free(copy);
 	return false;
 }
 
@@ -697,7 +720,7 @@ bool vdp_read_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 bool vdp_write_start(struct vdp_pool *p, uint64_t ino, const void *buf,
 		     size_t len, uint64_t off, vdp_done_fn *done, void *arg)
 {
-	/* The member only reads BUF. */
+	/* Only read, and copied before the return. */
 	return aio_start(p, ino, (void *)buf, len, off, true, done, arg);
 }
 

@@ -324,16 +324,19 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 /*
  * vdp_read_start / vdp_write_start: vdp_read and vdp_write without waiting
  * for the member, for the common case: LEN bytes inside one allocated
- * extent, within the size; BUF, LEN and OFF multiples of VDP_AIO_ALIGN;
+ * extent, within the size; LEN, OFF and a read's BUF multiples of
+ * VDP_AIO_ALIGN, a write at most VDP_AIO_WRITE_MAX bytes;
  * for a write an extent not shared with another disk and no write-side
  * sharing going on; on a member that can (a file or block device).
  * Return true when started: DONE(ARG, R) then runs once (R = LEN, or
  * -errno) on another thread (see vdp_aio_flush).
  * False when the request is not such a case (or the disk is busy being
  * changed): nothing was done, the caller uses vdp_read or vdp_write.
- * BUF stays the caller's until DONE.
+ * A read's BUF stays the caller's until DONE; a write copies BUF before
+ * it returns (the copy costs less than holding a 1 MiB receive buffer).
  */
 #define VDP_AIO_ALIGN 4096u
+#define VDP_AIO_WRITE_MAX (128u << 10)
 /* The member I/O of the calls above is gathered and may not reach the
  * members before this call: a thread that started some calls it before
  * it waits for anything (another request, a lock, I/O of its own). */
