@@ -137,19 +137,15 @@ int vdp_member_write(struct vdp_member *m, const void *buf, size_t len,
 		     uint64_t off);
 
 /* vdp_member_submit: starts IO (aligned) on IO->member and returns 0;
- * IO->done runs once, when it is complete.  It may wait for the next
- * vdp_aio_flush to reach the member.  -errno when the kind cannot
- * (only files and block devices can, through io_uring) or not now (a full
- * ring): nothing was done. */
+ * IO->done runs once, when it is complete, in the calling thread's
+ * vdp_aio_poll.  It may wait for that poll to reach the member.  -errno when
+ * the kind cannot (only files and block devices can, through io_uring) or not
+ * now (a full ring): nothing was done. */
 int vdp_member_submit(struct vdp_mio *io);
 
-/* uring.c, the process's one ring: members that may submit hold it from
- * open to close (the last release waits for every I/O submitted);
- * uring_submit queues IO on FD, to go to the kernel with the next
- * vdp_aio_flush or a full batch; -errno if it cannot (no io_uring, a full
- * ring). */
-void uring_hold(void);
-void uring_release(void);
+/* uring.c, a ring per thread: uring_submit queues IO on FD, to go to the
+ * kernel with the thread's next vdp_aio_poll or a full batch; -errno if it
+ * cannot (no io_uring, a full ring). */
 int uring_submit(int fd, struct vdp_mio *io);
 
 #endif

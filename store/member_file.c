@@ -150,7 +150,6 @@ static void file_close(struct vdp_member *m)
 {
 	struct file_member *f = (struct file_member *)m;
 
-	uring_release();
 	close(f->fd);
 	free(m->path);
 	free(f);
@@ -235,7 +234,6 @@ int vdp_member_file_open(const char *path, bool rdonly, struct vdp_member **out)
 		r = -ENOMEM;
 		goto err_free;
 	}
-	uring_hold();
 	*out = &f->m;
 	return 0;
 

@@ -1404,7 +1404,8 @@ int vdp_pool_close(struct vdp_pool *p)
 
 	if (!p)
 		return 0;
-	reshape_stop(p); /* a removal resumes at the next open */
+	vdp_aio_poll(true); /* the caller's reads and writes still in flight */
+	reshape_stop(p);    /* a removal resumes at the next open */
 	commit_stop_timer(p);
 	if (!p->rdonly)
 		r = vdp_pool_commit(p);

@@ -6,24 +6,28 @@
  * A FUSE worker that waited in pread/pwrite for each 4 KiB request slept
  * and woke once more per request, and the daemon needed a thread for each
  * request in flight; most of its CPU went there (docs/benchmarks.md).
- * Through the ring a worker hands the I/O to the kernel and goes back to
- * /dev/fuse at once.  Submissions are gathered: the kernel gets them when a
- * worker has nothing else to do (uring_flush) or a batch is full, so that
- * one system call and one doorbell of the device carry many.  One thread
- * reaps completions, many at a wake-up, and runs each one's done callback
- * (which replies to FUSE).
+ * Through a ring a worker hands the I/O to the kernel and goes back to
+ * /dev/fuse at once.
  *
- * One ring serves every member of the process.  It is made at the first
- * submission, so tools that never submit start no thread and the daemon
- * starts it after it has forked, and freed when the last member that may
- * use it closes.  Where io_uring is missing or disabled, submission fails
- * and the caller does the I/O synchronously.
+ * Each thread that submits has a ring of its own, and reaps it itself
+ * (vdp_aio_poll): the kernel finishes most completions on the thread that
+ * submitted them (task work), so a shared ring with a reaper thread woke
+ * two threads per completion, the submitter and then the reaper.  Here the
+ * submitter is woken once (a system call it sleeps in returns EINTR, or
+ * the ring's descriptor it polls is readable: completions of I/O the
+ * kernel had to hand to its own workers come that way), and runs the done
+ * callbacks (which reply to FUSE) itself.  Submissions are
+ * gathered: the kernel gets them when the thread polls, or a batch is full,
+ * so that one system call and one doorbell of the device carry many.
+ *
+ * A ring is made at a thread's first submission and freed when the thread
+ * exits, after its I/O completed.  Where io_uring is missing or disabled,
+ * submission fails and the caller does the I/O synchronously.
  */
 #include <errno.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,19 +37,21 @@
 #include "internal.h"
 #include "member.h"
 
-#define RING_ENTRIES 256
-#define BATCH 16 /* queued submissions that go without waiting for a flush */
+#define RING_ENTRIES 64 /* also the most I/O in flight per thread */
+#define BATCH 16	/* queued submissions that go without a poll */
 
-static struct {
-	pthread_mutex_t lock; /* all below, and the submission queue */
+struct ring {
 	struct io_uring ring;
-	bool made, failed; /* the ring exists; making it failed */
-	unsigned users;	   /* uring_hold without uring_release */
-	pthread_t reaper;
-	atomic_uint inflight; /* queued or submitted, not yet reaped */
-	atomic_uint queued;   /* queued, not yet submitted */
-	atomic_bool stopping;
-} U = {.lock = PTHREAD_MUTEX_INITIALIZER};
+	unsigned inflight; /* queued or submitted, not yet reaped */
+	unsigned queued;   /* queued, not yet submitted */
+	bool reaping;	   /* in reap(): a done callback polling is ignored */
+};
+
+static __thread struct ring *T;
+static __thread bool t_failed; /* this thread could not make its ring */
+static pthread_key_t ring_key;
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+static atomic_bool said; /* the warning about a missing io_uring */
 
 /* Finishes what a short transfer left, synchronously (rare: O_DIRECT moves
  * all or nothing except at the end of a file member). */
@@ -59,118 +65,102 @@ static int finish_short(struct vdp_mio *io, size_t done)
 	return m->ops->pread(m, b, io->len - done, io->off + done);
 }
 
-static void *reaper(void *arg)
+/* Runs the done callback of every completion there is.  Returns how many. */
+static unsigned reap(struct ring *t)
 {
-	(void)arg;
-	for (;;) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-		int r = io_uring_wait_cqe(&U.ring, &cqe);
+	struct io_uring_cqe *cqe;
+	unsigned n = 0;
 
-		if (r == -EINTR)
-			continue;
-		if (r < 0)
-			break; /* cannot happen with a valid ring */
-		io_uring_for_each_cqe(&U.ring, head, cqe)
-		{
-			struct vdp_mio *io = io_uring_cqe_get_data(cqe);
-			int res = cqe->res;
+	t->reaping = true;
+	/* One at a time: a callback may take long (a short transfer) and the
+	 * ring must not hand its entry out again before it is seen. */
+	while (io_uring_peek_cqe(&t->ring, &cqe) == 0) {
+		struct vdp_mio *io = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
 
-			n++;
-			if (!io) /* the stop marker */
-				continue;
-			if (res >= 0 && (size_t)res < io->len)
-				res = finish_short(io, (size_t)res);
-			else if (res > 0)
-				res = 0;
-			io->done(io, res);
-		}
-		io_uring_cq_advance(&U.ring, n);
-		if (atomic_fetch_sub(&U.inflight, n) == n &&
-		    atomic_load(&U.stopping))
-			break;
+		io_uring_cqe_seen(&t->ring, cqe);
+		t->inflight--;
+		n++;
+		if (res >= 0 && (size_t)res < io->len)
+			res = finish_short(io, (size_t)res);
+		else if (res > 0)
+			res = 0;
+		io->done(io, res);
 	}
-	return NULL;
+	t->reaping = false;
+	return n;
 }
 
-/* Makes the ring and its reaper; U.lock held.  Returns 0 or -errno. */
-static int make_ring(void)
-{
-	sigset_t all, old;
-	int r = io_uring_queue_init(RING_ENTRIES, &U.ring, 0);
-
-	if (r < 0)
-		return r;
-	atomic_store(&U.stopping, false);
-	/* Signals go to the daemon's other threads, which act on them. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = -pthread_create(&U.reaper, NULL, reaper, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r < 0)
-		io_uring_queue_exit(&U.ring);
-	return r;
-}
-
-/* io_uring_submit until the kernel takes the queue; U.lock held. */
-static void submit_queued(void)
+/* Hands the queued submissions to the kernel. */
+static void submit_queued(struct ring *t)
 {
 	int r;
 
-	while ((r = io_uring_submit(&U.ring)) < 0) {
+	while (t->queued && (r = io_uring_submit(&t->ring)) < 0) {
 		if (r != -EAGAIN && r != -EBUSY && r != -EINTR) {
 			/* Not for a valid ring: said, and tried again at
-			 * the next flush. */
+			 * the next poll. */
 			syslog(LOG_ERR, "io_uring_submit: %s", strerror(-r));
 			return;
 		}
-		sched_yield();
+		if (!reap(t))
+			sched_yield();
 	}
-	atomic_store(&U.queued, 0);
+	t->queued = 0;
 }
 
-void uring_hold(void)
+/* Waits for the thread's I/O, then frees its ring (at thread exit). */
+static void ring_free(void *arg)
 {
-	pthread_mutex_lock(&U.lock);
-	U.users++;
-	pthread_mutex_unlock(&U.lock);
+	struct ring *t = arg;
+
+	T = t;
+	vdp_aio_poll(true);
+	T = NULL;
+	io_uring_queue_exit(&t->ring);
+	free(t);
 }
 
-void uring_release(void)
+static void make_key(void)
 {
-	pthread_mutex_lock(&U.lock);
-	if (--U.users == 0 && U.made) {
-		struct io_uring_sqe *sqe;
+	(void)pthread_key_create(&ring_key, ring_free);
+}
 
-		/* The marker wakes the reaper, which leaves once every I/O
-		 * before it is reaped. */
-		atomic_store(&U.stopping, true);
-		while (!(sqe = io_uring_get_sqe(&U.ring)))
-			submit_queued();
-		io_uring_prep_nop(sqe);
-		io_uring_sqe_set_data(sqe, NULL);
-		atomic_fetch_add(&U.inflight, 1);
-		submit_queued();
-		pthread_join(U.reaper, NULL);
-		io_uring_queue_exit(&U.ring);
-		U.made = false;
+/* Makes the calling thread's ring.  Returns 0 or -errno. */
+static int make_ring(void)
+{
+	unsigned flags = IORING_SETUP_SINGLE_ISSUER |
+			 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+	struct ring *t = calloc(1, sizeof(*t));
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	/* Without an IPI per completion; before Linux 6.0, without. */
+	r = io_uring_queue_init(RING_ENTRIES, &t->ring, flags);
+	if (r == -EINVAL)
+		r = io_uring_queue_init(RING_ENTRIES, &t->ring, 0);
+	if (r == 0) {
+		(void)pthread_once(&ring_once, make_key);
+		r = -pthread_setspecific(ring_key, t);
+		if (r < 0)
+			io_uring_queue_exit(&t->ring);
 	}
-	pthread_mutex_unlock(&U.lock);
+	if (r < 0) {
+		free(t);
+		return r;
+	}
+	T = t;
+	return 0;
 }
 
-int uring_submit(int fd, struct vdp_mio *io)
+int vdp_aio_fd(void)
 {
-	struct io_uring_sqe *sqe;
-	int r = 0;
+	int r;
 
-	if (io->len > UINT32_MAX)
-		return -EINVAL;
-	pthread_mutex_lock(&U.lock);
-	if (!U.made && !U.failed) {
-		r = make_ring();
-		U.made = r == 0;
-		U.failed = r < 0;
-		if (r < 0) {
+	if (!T && !t_failed && (r = make_ring()) < 0) {
+		t_failed = true;
+		if (!atomic_exchange(&said, true)) {
 			fprintf(stderr,
 				"vdpool: no io_uring (%s): member I/O is "
 				"synchronous\n",
@@ -180,15 +170,19 @@ int uring_submit(int fd, struct vdp_mio *io)
 			       strerror(-r));
 		}
 	}
-	if (!U.made)
-		r = -ENOTSUP;
-	else if (atomic_load(&U.inflight) >= RING_ENTRIES ||
-		 !(sqe = io_uring_get_sqe(&U.ring)))
-		r = -EAGAIN; /* full: the caller goes synchronous */
-	if (r < 0) {
-		pthread_mutex_unlock(&U.lock);
-		return r;
-	}
+	return T ? T->ring.ring_fd : -ENOTSUP;
+}
+
+int uring_submit(int fd, struct vdp_mio *io)
+{
+	struct io_uring_sqe *sqe;
+
+	if (io->len > UINT32_MAX)
+		return -EINVAL;
+	if (vdp_aio_fd() < 0)
+		return -ENOTSUP;
+	if (T->inflight >= RING_ENTRIES || !(sqe = io_uring_get_sqe(&T->ring)))
+		return -EAGAIN; /* full: the caller goes synchronous */
 	if (io->write)
 		io_uring_prep_write(sqe, fd, io->buf, (unsigned)io->len,
 				    io->off);
@@ -196,19 +190,36 @@ int uring_submit(int fd, struct vdp_mio *io)
 		io_uring_prep_read(sqe, fd, io->buf, (unsigned)io->len,
 				   io->off);
 	io_uring_sqe_set_data(sqe, io);
-	atomic_fetch_add(&U.inflight, 1);
-	if (atomic_fetch_add(&U.queued, 1) + 1 >= BATCH)
-		submit_queued();
-	pthread_mutex_unlock(&U.lock);
+	T->inflight++;
+	if (++T->queued >= BATCH)
+		submit_queued(T);
 	return 0;
 }
 
-void vdp_aio_flush(void)
+unsigned vdp_aio_poll(bool wait)
 {
-	if (atomic_load(&U.queued) == 0)
-		return;
-	pthread_mutex_lock(&U.lock);
-	if (atomic_load(&U.queued))
-		submit_queued();
-	pthread_mutex_unlock(&U.lock);
+	struct ring *t = T;
+	unsigned n = 0;
+
+	if (!t || t->reaping)
+		return 0;
+	submit_queued(t);
+	n += reap(t);
+	while (wait && t->inflight) {
+		struct io_uring_cqe *cqe;
+		int r = io_uring_wait_cqe(&t->ring, &cqe);
+
+		if (r < 0 && r != -EINTR && r != -EAGAIN) {
+			/* Not for a valid ring. */
+			syslog(LOG_ERR, "io_uring_wait_cqe: %s", strerror(-r));
+			sched_yield();
+		}
+		n += reap(t);
+	}
+	return n;
+}
+
+unsigned vdp_aio_inflight(void)
+{
+	return T ? T->inflight : 0;
 }

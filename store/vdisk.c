@@ -588,6 +588,8 @@ static atomic_uint aio_waiters; /* threads in vnode_lock_excl's wait */
 
 void vnode_lock_excl(struct vnode *v)
 {
+	/* This thread's own I/O on V completes only when it polls. */
+	vdp_aio_poll(true);
 	pthread_rwlock_wrlock(&v->io);
 	if (atomic_load(&v->aio) == 0)
 		return;

@@ -329,7 +329,7 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
  * for a write an extent not shared with another disk and no write-side
  * sharing going on; on a member that can (a file or block device).
  * Return true when started: DONE(ARG, R) then runs once (R = LEN, or
- * -errno) on another thread (see vdp_aio_flush).
+ * -errno) on the calling thread, inside a later vdp_aio_poll.
  * False when the request is not such a case (or the disk is busy being
  * changed): nothing was done, the caller uses vdp_read or vdp_write.
  * A read's BUF stays the caller's until DONE; a write copies BUF before
@@ -338,9 +338,22 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
 #define VDP_AIO_ALIGN 4096u
 #define VDP_AIO_WRITE_MAX (128u << 10)
 /* The member I/O of the calls above is gathered and may not reach the
- * members before this call: a thread that started some calls it before
- * it waits for anything (another request, a lock, I/O of its own). */
-void vdp_aio_flush(void);
+ * members before the starting thread calls vdp_aio_poll, which submits it
+ * and runs the done callbacks of what completed; with WAIT, until none of
+ * the thread's I/O is left.  Returns how many callbacks ran.  A thread
+ * with I/O in flight (vdp_aio_inflight) polls before it waits for anything
+ * else (another request, a lock, I/O of its own): its completions are
+ * delivered to it alone, and it must wait on vdp_aio_fd beside what else it
+ * waits for.  Calls that change a disk's map wait for the
+ * I/O in flight on that disk, the caller's own included (vdp_aio_poll
+ * with WAIT first). */
+unsigned vdp_aio_poll(bool wait);
+unsigned vdp_aio_inflight(void);
+/* The descriptor that is readable (POLLIN) when the calling thread has
+ * completions to poll: one to wait on beside others.  Makes the thread's
+ * ring if it has none; -errno when it cannot (the thread's reads and
+ * writes are then never started). */
+int vdp_aio_fd(void);
 typedef void vdp_done_fn(void *arg, ssize_t r);
 bool vdp_read_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		    uint64_t off, vdp_done_fn *done, void *arg);

@@ -4,9 +4,13 @@
  * member, no FUSE: what they take and what they leave to the synchronous
  * calls, that the bytes go and come back, and that a truncate (an
  * exclusive io lock) waits for a write still in flight: the write is held
- * back in the submission queue until vdp_aio_flush, so without that wait
- * the truncate would free the extent under it.
+ * back in the submission queue until its thread polls, so without that
+ * wait the truncate would free the extent under it.  A thread that
+ * truncates under its own write finishes the write first, and the ring's
+ * descriptor says when there are completions to poll.
  */
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -36,11 +40,11 @@ static void on_done(void *arg, ssize_t r)
 	atomic_store(&d->called, true);
 }
 
-/* Waits (up to 10 s) for D's callback; returns its result. */
+/* Waits for the thread's I/O; returns the result of D's callback. */
 static long wait_done(struct done *d)
 {
-	for (int i = 0; i < 10000 && !atomic_load(&d->called); i++)
-		usleep(1000);
+	vdp_aio_poll(true);
+	CHECK_EQ(vdp_aio_inflight(), 0u);
 	CHECK(atomic_load(&d->called));
 	return atomic_load(&d->r);
 }
@@ -78,13 +82,11 @@ static void round_trip(struct vdp_pool *p, uint64_t ino)
 
 	CHECK(vdp_write_start(p, ino, out, BS, EXT + BS, on_done, &w));
 	memset(out, 0, BS); /* the write copied it */
-	vdp_aio_flush();
 	CHECK_EQ(wait_done(&w), (long)BS);
 	CHECK_EQ(vdp_read(p, ino, in, BS, EXT + BS), (ssize_t)BS);
 	CHECK(in[0] == 0x5a && in[BS - 1] == 0x5a);
 	memset(in, 0, BS);
 	CHECK(vdp_read_start(p, ino, in, BS, EXT + BS, on_done, &r));
-	vdp_aio_flush();
 	CHECK_EQ(wait_done(&r), (long)BS);
 	CHECK(in[0] == 0x5a && in[BS - 1] == 0x5a);
 	free(out);
@@ -108,7 +110,6 @@ static void refusals(struct vdp_pool *p, uint64_t ino, uint64_t hole_ino)
 		 (ssize_t)(2 * EXT));
 	CHECK(!vdp_write_start(p, ino, b, BS, 0, on_done, &d));
 	CHECK(vdp_read_start(p, clone, b, BS, 0, on_done, &d));
-	vdp_aio_flush();
 	CHECK_EQ(wait_done(&d), (long)BS);
 	CHECK_EQ(vdp_unlink(p, VDP_ROOT_INO, "clone"), 0);
 	free(b);
@@ -144,10 +145,40 @@ static void truncate_waits(struct vdp_pool *p, uint64_t ino)
 	usleep(200 * 1000);
 	CHECK(!atomic_load(&t.finished)); /* held back, so still in flight */
 	CHECK(!atomic_load(&w.called));
-	vdp_aio_flush();
 	CHECK_EQ(wait_done(&w), (long)BS);
 	CHECK_EQ(pthread_join(th, NULL), 0);
 	CHECK(atomic_load(&t.finished));
+
+	/* The same thread: the write completes before the truncate. */
+	CHECK_EQ(vdp_write(p, ino, b, EXT, 2 * EXT), (ssize_t)EXT);
+	w = (struct done){0};
+	CHECK(vdp_write_start(p, ino, b, BS, 2 * EXT, on_done, &w));
+	set_size(p, ino, 0);
+	CHECK(atomic_load(&w.called));
+	CHECK_EQ(atomic_load(&w.r), (long)BS);
+	free(b);
+}
+
+/* vdp_aio_fd is readable once a read has completed, and only then. */
+static void fd_wakes(struct vdp_pool *p, uint64_t ino)
+{
+	struct pollfd pfd = {.fd = vdp_aio_fd(), .events = POLLIN};
+	uint8_t *b = aligned(BS, 0);
+	struct done d = {0};
+	int r;
+
+	CHECK(pfd.fd >= 0);
+	CHECK_EQ(poll(&pfd, 1, 0), 0);
+	CHECK(vdp_read_start(p, ino, b, BS, EXT, on_done, &d));
+	CHECK_EQ(vdp_aio_poll(false), 0u); /* submitted, not waited for */
+	/* EINTR: the kernel finishing the read on this thread. */
+	while ((r = poll(&pfd, 1, 10000)) < 0 && errno == EINTR)
+		;
+	CHECK_EQ(r, 1);
+	CHECK(!atomic_load(&d.called));
+	CHECK_EQ(vdp_aio_poll(false), 1u);
+	CHECK(atomic_load(&d.called) && atomic_load(&d.r) == (long)BS);
+	CHECK_EQ(poll(&pfd, 1, 0), 0);
 	free(b);
 }
 
@@ -177,6 +208,7 @@ int main(void)
 	free(b);
 
 	round_trip(p, ino);
+	fd_wakes(p, ino);
 	refusals(p, ino, hole);
 	truncate_waits(p, ino);
 
