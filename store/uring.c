@@ -72,8 +72,8 @@ static unsigned reap(struct ring *t)
 	unsigned n = 0;
 
 	t->reaping = true;
-	/* One at a time: a callback may take long (a short transfer) and the
-	 * ring must not hand its entry out again before it is seen. */
+	/* Each entry is seen before its callback runs: one that submits
+	 * finds room. */
 	while (io_uring_peek_cqe(&t->ring, &cqe) == 0) {
 		struct vdp_mio *io = io_uring_cqe_get_data(cqe);
 		int res = cqe->res;
