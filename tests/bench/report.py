@@ -30,7 +30,6 @@ ISCSI_TARGETS = [
     ("iscsi-raw", "iSCSI LUN, qemu libiscsi + fio nbd"),
     ("vdpool-iscsi", "vdpool on an iSCSI LUN"),
 ]
-CLONE = "n/a (clones not implemented)"
 
 
 def fail(msg):
@@ -244,7 +243,7 @@ def report(a):
         "metadata": {
             "mount": [{"extents": n, "extent_size": 65536, "median": mmed[n],
                        "samples": mgroups[n]} for n in sorted(mgroups)],
-            "clone": clones or CLONE,
+            "clone": clones,
         },
     }
     with open(a.json, "w") as f:
@@ -316,9 +315,9 @@ def report(a):
                 n, m["mount_us"] / 1e3, m["VmRSS"] / 1024, m["VmHWM"] / 1024, per,
                 m["members_kib"] / 1024))
         L.append("")
-    L.append("### Clone time")
-    L.append("")
     if clones:
+        L.append("### Clone time")
+        L.append("")
         L.append("`copy_file_range` of the disks above to a new disk of the same "
                  "pool (every extent shared), then `fsync` of the clone (the "
                  "commit).")
@@ -329,11 +328,7 @@ def report(a):
             L.append("| {:,} | {:.1f} | {:.1f} | {:.1f} |".format(
                 c["extents"], c["extents"] * 65536 / 2**30, c["clone_us"] / 1e3,
                 c["commit_us"] / 1e3))
-    else:
-        L.append("| disk size | clone |")
-        L.append("|---|---|")
-        L.append("| any | %s |" % CLONE)
-    L.append("")
+        L.append("")
     order = str(config.get("jobs", "")).split(",") + ["commit"]
     thin = sorted(((j, m) for (t, j), m in med.items() if t == "vdpool-thin"),
                   key=lambda x: order.index(x[0]) if x[0] in order else 99)
