@@ -136,7 +136,8 @@ static int make_ring(void)
 
 	if (!t)
 		return -ENOMEM;
-	/* Without an IPI per completion; before Linux 6.0, without. */
+	/* No IPI per completion (COOP_TASKRUN); kernels before 6.0 refuse
+	 * these flags, and get none. */
 	r = io_uring_queue_init(RING_ENTRIES, &t->ring, flags);
 	if (r == -EINVAL)
 		r = io_uring_queue_init(RING_ENTRIES, &t->ring, 0);
@@ -203,20 +204,25 @@ unsigned vdp_aio_poll(bool wait)
 
 	if (!t || t->reaping)
 		return 0;
-	submit_queued(t);
-	n += reap(t);
-	while (wait && t->inflight) {
+	for (;;) {
 		struct io_uring_cqe *cqe;
-		int r = io_uring_wait_cqe(&t->ring, &cqe);
+		int r;
 
+		submit_queued(t);
+		n += reap(t);
+		if (!wait || t->inflight == 0)
+			return n;
+		if (t->queued) { /* not submitted: nothing to wait for yet */
+			sched_yield();
+			continue;
+		}
+		r = io_uring_wait_cqe(&t->ring, &cqe);
 		if (r < 0 && r != -EINTR && r != -EAGAIN) {
 			/* Not for a valid ring. */
 			syslog(LOG_ERR, "io_uring_wait_cqe: %s", strerror(-r));
 			sched_yield();
 		}
-		n += reap(t);
 	}
-	return n;
 }
 
 unsigned vdp_aio_inflight(void)
