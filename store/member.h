@@ -23,8 +23,8 @@ struct vdp_mio {
 	void *buf; /* BUF, LEN and OFF aligned to member->align */
 	size_t len;
 	uint64_t off;
-	/* Runs once when all LEN bytes moved (R = 0) or failed (-errno), on
-	 * the kind's completion thread. */
+	/* Runs once when all LEN bytes moved (R = 0) or failed (-errno),
+	 * in the submitting thread's vdp_aio_poll. */
 	void (*done)(struct vdp_mio *io, int r);
 };
 
@@ -36,8 +36,8 @@ struct vdp_member_ops {
 	int (*pwrite)(struct vdp_member *m, const void *buf, size_t len,
 		      uint64_t off);
 	/* submit: starts IO, as pread/pwrite would do it, and returns 0; or
-	 * returns -errno and does nothing.  IO->done runs on another thread.
-	 * May be NULL. */
+	 * returns -errno and does nothing.  IO->done runs later, in this
+	 * thread's vdp_aio_poll.  May be NULL. */
 	int (*submit)(struct vdp_member *m, struct vdp_mio *io);
 	/* flush: every write completed before the call is durable on return */
 	int (*flush)(struct vdp_member *m);

@@ -343,10 +343,10 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
  * the thread's I/O is left.  Returns how many callbacks ran.  A thread
  * with I/O in flight (vdp_aio_inflight) polls before it waits for anything
  * else (another request, a lock, I/O of its own): its completions are
- * delivered to it alone, and it must wait on vdp_aio_fd beside what else it
- * waits for.  Calls that change a disk's map wait for the
- * I/O in flight on that disk, the caller's own included (vdp_aio_poll
- * with WAIT first). */
+ * delivered to it alone, and it must wait on vdp_aio_fd beside what else
+ * it waits for.  Calls that change a disk's map wait for the I/O in flight
+ * on that disk, the caller's own included (vdp_aio_poll with WAIT first).
+ */
 unsigned vdp_aio_poll(bool wait);
 unsigned vdp_aio_inflight(void);
 /* The descriptor that is readable (POLLIN) when the calling thread has
