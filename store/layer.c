@@ -506,3 +506,9 @@ int layers_wrap(struct vdp_member **m)
 	}
 	return r;
 }
+
+int layer_submit(struct vdp_member *m, struct vdp_mio *io)
+{
+	(void)m;
+	return aio_defer(io);
+}

@@ -152,6 +152,7 @@ static const struct vdp_member_ops fault_ops = {
 	.kind = "fault",
 	.pread = fault_pread,
 	.pwrite = fault_pwrite,
+	.submit = layer_submit,
 	.flush = fault_flush,
 	.write_zeroes = fault_write_zeroes,
 	.discard = fault_discard,

@@ -67,6 +67,12 @@ int fault_wrap(const struct fault_cfg *c, struct vdp_member *inner,
 	       struct vdp_member **out);
 int powerloss_wrap(struct vdp_member *inner, struct vdp_member **out);
 
+/* The layers' submit: the I/O goes through their pread or pwrite when the
+ * thread next polls (aio_defer), so that the pool's asynchronous path meets
+ * their faults and power losses too, at the latest moment a device could
+ * have taken it. */
+int layer_submit(struct vdp_member *m, struct vdp_mio *io);
+
 /*
  * powerloss_configure: resets the power-loss domain (counters, crashed
  * flag) and sets its triggers and keep mode from C (NULL: no triggers, the

@@ -585,6 +585,7 @@ static const struct vdp_member_ops pl_ops = {
 	.kind = "powerloss",
 	.pread = pl_pread,
 	.pwrite = pl_pwrite,
+	.submit = layer_submit,
 	.flush = pl_flush,
 	.write_zeroes = pl_write_zeroes,
 	.discard = pl_discard,

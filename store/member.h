@@ -26,6 +26,7 @@ struct vdp_mio {
 	/* Runs once when all LEN bytes moved (R = 0) or failed (-errno),
 	 * in the submitting thread's vdp_aio_poll. */
 	void (*done)(struct vdp_mio *io, int r);
+	struct vdp_mio *next; /* aio_defer's list */
 };
 
 struct vdp_member_ops {
@@ -147,5 +148,9 @@ int vdp_member_submit(struct vdp_mio *io);
  * kernel with the thread's next vdp_aio_poll or a full batch; -errno if it
  * cannot (no io_uring, a full ring). */
 int uring_submit(int fd, struct vdp_mio *io);
+/* For a member that has no ring of its own (the test layers): IO is done
+ * with the member's pread or pwrite in the thread's next vdp_aio_poll,
+ * then completed, as if the device had taken it only then.  Returns 0. */
+int aio_defer(struct vdp_mio *io);
 
 #endif

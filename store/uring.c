@@ -197,13 +197,56 @@ int uring_submit(int fd, struct vdp_mio *io)
 	return 0;
 }
 
+/* aio_defer's I/O, oldest first. */
+static __thread struct vdp_mio *def_head, *def_tail;
+static __thread unsigned def_count;
+static __thread bool def_running; /* in run_deferred: a poll skips it */
+
+int aio_defer(struct vdp_mio *io)
+{
+	io->next = NULL;
+	if (def_tail)
+		def_tail->next = io;
+	else
+		def_head = io;
+	def_tail = io;
+	def_count++;
+	return 0;
+}
+
+/* Does and completes the deferred I/O.  Returns how many. */
+static unsigned run_deferred(void)
+{
+	unsigned n = 0;
+
+	if (def_running)
+		return 0;
+	def_running = true;
+	while (def_head) {
+		struct vdp_mio *io = def_head;
+		struct vdp_member *m = io->member;
+		int r;
+
+		def_head = io->next;
+		if (!def_head)
+			def_tail = NULL;
+		def_count--;
+		r = io->write ? m->ops->pwrite(m, io->buf, io->len, io->off)
+			      : m->ops->pread(m, io->buf, io->len, io->off);
+		io->done(io, r);
+		n++;
+	}
+	def_running = false;
+	return n;
+}
+
 unsigned vdp_aio_poll(bool wait)
 {
 	struct ring *t = T;
-	unsigned n = 0;
+	unsigned n = run_deferred();
 
 	if (!t || t->reaping)
-		return 0;
+		return n;
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		int r;
@@ -227,5 +270,5 @@ unsigned vdp_aio_poll(bool wait)
 
 unsigned vdp_aio_inflight(void)
 {
-	return T ? T->inflight : 0;
+	return (T ? T->inflight : 0) + def_count;
 }
