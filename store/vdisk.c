@@ -615,6 +615,10 @@ static void aio_done(struct vdp_mio *mio, int r)
 	struct aio *a = (struct aio *)mio;
 	struct vdp_pool *p = a->p;
 
+	/* Marked when done, as vdp_write does: a flush that ran while the
+	 * write was in flight may not hold it, and clears the mark. */
+	if (mio->write)
+		atomic_store(&a->pm->written, true);
 	if (r < 0) {
 		member_error(p, a->pm, mio->write ? IO_WRITE : IO_READ,
 			     mio->write ? "write" : "read", r);
@@ -697,8 +701,6 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		.arg = arg,
 	};
 	atomic_fetch_add(&v->aio, 1);
-	if (write)
-		atomic_store(&pm->written, true);
 	pthread_rwlock_unlock(&v->io);
 	if (vdp_member_submit(&a->mio) == 0)
 		return true;

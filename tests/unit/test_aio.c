@@ -7,7 +7,9 @@
  * back in the submission queue until its thread polls, so without that
  * wait the truncate would free the extent under it.  A thread that
  * truncates under its own write finishes the write first, and the ring's
- * descriptor says when there are completions to poll.
+ * descriptor says when there are completions to poll.  Last, on power-loss
+ * members, that a write acknowledged after another thread's fdatasync
+ * flushed its member is flushed by the next one.
  */
 #include <errno.h>
 #include <poll.h>
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "layer.h"
 #include "vdpool.h"
 
 #define EXT (1u << 16) /* the pool's extent size (.extent_shift below) */
@@ -182,6 +185,56 @@ static void fd_wakes(struct vdp_pool *p, uint64_t ino)
 	free(b);
 }
 
+static void *fdatasync_thread(void *arg)
+{
+	struct truncation *t = arg;
+
+	CHECK_EQ(vdp_fsync(t->p, t->ino, true), 0);
+	return NULL;
+}
+
+/*
+ * An acknowledged write is durable after the next fdatasync, also when an
+ * fdatasync of another thread flushed its member while it was in flight.
+ * On power-loss members (their writes stay in a volatile cache until a
+ * flush; keep=none loses all the rest) the write reaches the member only
+ * when its thread polls, after that flush.  The next fdatasync, which for
+ * an overwrite only flushes the members written, must still flush this
+ * one.
+ */
+static void late_write_is_flushed(void)
+{
+	uint8_t *old = aligned(EXT, 0x11), *new = aligned(BS, 0x22);
+	uint8_t *got = aligned(BS, 0);
+	struct truncation t = {0};
+	struct done w = {0};
+	pthread_t th;
+
+	CHECK_EQ(vdp_layers_set("powerloss:manual,keep=none"), 0);
+	CHECK_EQ(vdp_pool_open(m0, 0, &t.p), 0);
+	vdp_pool_set_commit_interval(t.p, 0);
+	t.ino = mkfile(t.p, "late");
+	CHECK_EQ(vdp_write(t.p, t.ino, old, EXT, 0), (ssize_t)EXT);
+	CHECK_EQ(vdp_fsync(t.p, t.ino, false), 0);
+
+	CHECK(vdp_write_start(t.p, t.ino, new, BS, 0, on_done, &w));
+	CHECK_EQ(pthread_create(&th, NULL, fdatasync_thread, &t), 0);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(wait_done(&w), (long)BS); /* written and acknowledged */
+	CHECK_EQ(vdp_fsync(t.p, t.ino, true), 0);
+	vdp_powerloss_now();
+	CHECK(vdp_pool_close(t.p) < 0); /* the members are frozen */
+
+	CHECK_EQ(vdp_layers_set(NULL), 0);
+	CHECK_EQ(vdp_pool_open(m0, VDP_OPEN_RDONLY, &t.p), 0);
+	CHECK_EQ(vdp_read(t.p, t.ino, got, BS, 0), (ssize_t)BS);
+	CHECK(got[0] == 0x22 && got[BS - 1] == 0x22);
+	CHECK_EQ(vdp_pool_close(t.p), 0);
+	free(old);
+	free(new);
+	free(got);
+}
+
 int main(void)
 {
 	struct vdp_create_opts o = {.name = "aio", .extent_shift = 16};
@@ -213,6 +266,7 @@ int main(void)
 	truncate_waits(p, ino);
 
 	CHECK_EQ(vdp_pool_close(p), 0);
+	late_write_is_flushed();
 	remove_test_dir(dir);
 	return check_done("test_aio");
 }
