@@ -420,38 +420,20 @@ static void set_open_flags(struct vdpfs *fs, struct fuse_file_info *fi)
 #endif
 }
 
-static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
-		      mode_t mode, struct fuse_file_info *fi)
-{
-	struct fuse_entry_param e;
-	struct vdp_attr a;
-	int r;
-
-	r = create_as_caller(req, parent, name, S_IFREG | mode, &a);
-	if (r < 0) {
-		reply_err(req, "create", parent, r);
-		return;
-	}
-	set_open_flags(fs_of(req), fi);
-	attr_to_entry(&a, &e);
-	if (fuse_reply_create(req, &e, fi) != 0)
-		vdp_forget(fs_of(req)->pool, a.ino, 1);
-}
-
 #if FUSE_VERSION < FUSE_MAKE_VERSION(3, 15)
 /*
  * libfuse before 3.15 has no way to send FOPEN_PARALLEL_DIRECT_WRITES
  * (protocol 7.38), and without it the kernel runs direct writes to one
- * file one at a time: a guest's queue depth collapses to 1.  The open
- * reply is a plain 16-byte struct fuse_open_out, so build it here with
- * every flag fill_open() would set, plus that one.  The store allows
- * concurrent writes to a disk (vnode io lock); the kernel still
- * serialises writes that extend the file.
+ * file one at a time: a guest's queue depth collapses to 1.  The open and
+ * create replies are plain structs (fuse_open_out, after fuse_entry_out
+ * for create), so build them here with every field fill_open() and
+ * fill_entry() would set, plus that flag.  The store allows concurrent
+ * writes to a disk (vnode io lock); the kernel still serialises writes
+ * that extend the file.
  */
-static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
+static struct fuse_open_out open_out(const struct fuse_file_info *fi)
 {
 	struct fuse_open_out o = {.fh = fi->fh};
-	struct iovec iov = {.iov_base = &o, .iov_len = sizeof(o)};
 
 	if (fi->direct_io)
 		o.open_flags |= FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
@@ -461,6 +443,45 @@ static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
 		o.open_flags |= FOPEN_NONSEEKABLE;
 	if (fi->noflush)
 		o.open_flags |= FOPEN_NOFLUSH;
+	return o;
+}
+
+static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
+{
+	struct fuse_open_out o = open_out(fi);
+	struct iovec iov = {.iov_base = &o, .iov_len = sizeof(o)};
+
+	return fuse_reply_iov(req, &iov, 1);
+}
+
+static int reply_create(fuse_req_t req, const struct vdp_attr *a,
+			const struct fuse_file_info *fi)
+{
+	struct {
+		struct fuse_entry_out e;
+		struct fuse_open_out o;
+	} out = {.o = open_out(fi)};
+	struct fuse_attr *fa = &out.e.attr;
+	struct iovec iov = {.iov_base = &out, .iov_len = sizeof(out)};
+
+	out.e.nodeid = a->ino;
+	out.e.entry_valid = out.e.attr_valid = (uint64_t)TIMEOUT;
+	out.e.entry_valid_nsec = out.e.attr_valid_nsec =
+		(uint32_t)((TIMEOUT - (uint64_t)TIMEOUT) * 1e9);
+	fa->ino = a->ino;
+	fa->size = a->size;
+	fa->blocks = a->blocks;
+	fa->atime = (uint64_t)a->atime.tv_sec;
+	fa->mtime = (uint64_t)a->mtime.tv_sec;
+	fa->ctime = (uint64_t)a->ctime.tv_sec;
+	fa->atimensec = (uint32_t)a->atime.tv_nsec;
+	fa->mtimensec = (uint32_t)a->mtime.tv_nsec;
+	fa->ctimensec = (uint32_t)a->ctime.tv_nsec;
+	fa->mode = a->mode;
+	fa->nlink = a->nlink;
+	fa->uid = a->uid;
+	fa->gid = a->gid;
+	fa->blksize = a->blksize;
 	return fuse_reply_iov(req, &iov, 1);
 }
 #else
@@ -468,7 +489,32 @@ static int reply_open(fuse_req_t req, const struct fuse_file_info *fi)
 {
 	return fuse_reply_open(req, fi);
 }
+
+static int reply_create(fuse_req_t req, const struct vdp_attr *a,
+			const struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+
+	attr_to_entry(a, &e);
+	return fuse_reply_create(req, &e, fi);
+}
 #endif
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct vdp_attr a;
+	int r;
+
+	r = create_as_caller(req, parent, name, S_IFREG | mode, &a);
+	if (r < 0) {
+		reply_err(req, "create", parent, r);
+		return;
+	}
+	set_open_flags(fs_of(req), fi);
+	if (reply_create(req, &a, fi) != 0)
+		vdp_forget(fs_of(req)->pool, a.ino, 1);
+}
 
 /* O_TRUNC never reaches us: without FUSE_CAP_ATOMIC_O_TRUNC the kernel
  * truncates by SETATTR first and strips the flag. */

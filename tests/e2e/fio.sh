@@ -3,7 +3,8 @@
 # fio.sh - fio writes and verifies disks in the mount: libaio with O_DIRECT
 # at queue depth 16, psync from two jobs at once, writes with an fsync
 # every 16, and four jobs allocating in one disk at once; then the data is
-# verified again after a remount.
+# verified again after a remount.  Also: writes from threads through one
+# descriptor that create(2) opened reach the daemon in parallel.
 # shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 need fio
@@ -51,6 +52,13 @@ step "4 jobs on one fresh thin disk at once (concurrent allocation), QD 8"
 runfio shared --filename=shared.img --ioengine=libaio --direct=1 \
 	--iodepth=8 --numjobs=4 --offset_increment=24M --size=24M \
 	--rw=randwrite --bsrange=4k-64k --verify=crc32c --do_verify=1
+
+step "8 threads writing through one descriptor from create(2) run in parallel"
+CONN=/sys/fs/fuse/connections/$(stat -c %d "$MNT")
+most=$(python3 "$(dirname "$0")/parallel_writes.py" "$MNT/parallel.img" \
+	"$CONN/waiting") ||
+	die "writes through one created descriptor ran one at a time ($most)"
+log "ok: up to $most requests held at once"
 
 step "the data verifies again after a remount"
 vdp_umount "$MNT"
