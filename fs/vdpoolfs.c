@@ -536,6 +536,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
  * reply.
  */
 #define ASYNC_ABOVE 4
+/* ASYNC_ABOVE, or VDPOOL_TEST_ASYNC_ABOVE: crash tests take every read and
+ * write they can asynchronously (0), as a deep queue would; never set in
+ * production. */
+static unsigned async_above = ASYNC_ABOVE;
 static atomic_uint aio_pending;
 static __thread bool go_async;
 
@@ -1597,7 +1601,7 @@ static void serve_requests(struct loop *l, int ep, void *mem, int *r)
 		pthread_mutex_unlock(&l->lock);
 		/* Reads and writes may go asynchronously; they call it
 		 * themselves when they do not. */
-		go_async = held > ASYNC_ABOVE;
+		go_async = held > async_above;
 		if (in->opcode != FUSE_READ && in->opcode != FUSE_WRITE)
 			worker_may_block();
 
@@ -1747,7 +1751,7 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 {
 	struct vdpfs fs = {.rdonly = cl->ro, .page_cache = cl->page_cache};
 	struct fuse_session *se;
-	const char *test_layers, *test_copy;
+	const char *test_layers, *test_copy, *test_async;
 	struct vdp_statfs sfs;
 	int r, ret = 1;
 
@@ -1782,6 +1786,9 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 	fs.extent_size = sfs.extent_size;
 	/* Crash tests make clones take many requests with a smaller reply
 	 * (tests/crash); never set in production. */
+	test_async = getenv("VDPOOL_TEST_ASYNC_ABOVE");
+	if (test_async && *test_async)
+		async_above = (unsigned)strtoul(test_async, NULL, 10);
 	test_copy = getenv("VDPOOL_TEST_COPY_REPLY_MAX");
 	fs.copy_reply_max = COPY_REPLY_MAX;
 	if (test_copy && *test_copy) {

@@ -167,6 +167,42 @@ static ssize_t mt_pwrite(struct backend *b, int64_t h, const void *buf,
 	return n < 0 ? -errno : n;
 }
 
+struct batch_writer {
+	int fd;
+	struct wreq *q;
+};
+
+static void *batch_writer(void *arg)
+{
+	struct batch_writer *bw = arg;
+	ssize_t n = pwrite(bw->fd, bw->q->buf, bw->q->len, (off_t)bw->q->off);
+
+	bw->q->res = n < 0 ? -errno : n;
+	return NULL;
+}
+
+/* A thread per write, so that all are requests the daemon holds at once
+ * (a plain descriptor cannot have more than one in flight). */
+static void mt_pwrite_batch(struct backend *b, int64_t h, struct wreq *q,
+			    size_t n)
+{
+	struct batch_writer bw[BATCH_MAX];
+	pthread_t th[BATCH_MAX];
+	bool started[BATCH_MAX];
+
+	(void)b;
+	for (size_t i = 0; i < n; i++) {
+		bw[i] = (struct batch_writer){.fd = (int)h, .q = &q[i]};
+		started[i] =
+			pthread_create(&th[i], NULL, batch_writer, &bw[i]) == 0;
+		if (!started[i])
+			batch_writer(&bw[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (started[i])
+			pthread_join(th[i], NULL);
+}
+
 static ssize_t mt_pread(struct backend *b, int64_t h, void *buf, size_t len,
 			uint64_t off)
 {
@@ -332,6 +368,7 @@ static const struct backend_ops mount_ops = {
 	.rename = mt_rename,
 	.open = mt_open,
 	.pwrite = mt_pwrite,
+	.pwrite_batch = mt_pwrite_batch,
 	.pread = mt_pread,
 	.truncate = mt_truncate,
 	.fallocate = mt_fallocate,
@@ -358,7 +395,7 @@ static char **make_env(const char *const *add, size_t nadd)
 {
 	static const char *const drop[] = {
 		"VDPOOL_TEST_LAYERS=", "VDPOOLFS=", "VDPOOL_REGISTRY=",
-		"VDPOOL_TEST_COPY_REPLY_MAX="};
+		"VDPOOL_TEST_COPY_REPLY_MAX=", "VDPOOL_TEST_ASYNC_ABOVE="};
 	size_t n = 0, k = 0;
 	char **env;
 
@@ -389,7 +426,8 @@ int mount_backend_start(const char *pool, const char *mnt, const char *layers,
 	 * many requests, the first doing it all (fs_copy_file_range), and
 	 * crashes land between them. */
 	char copy_var[] = "VDPOOL_TEST_COPY_REPLY_MAX=196608";
-	const char *add[4];
+	char async_var[] = "VDPOOL_TEST_ASYNC_ABOVE=0";
+	const char *add[5];
 	size_t nadd = 0;
 	posix_spawn_file_actions_t fa;
 	struct mount_backend *m;
@@ -415,6 +453,8 @@ int mount_backend_start(const char *pool, const char *mnt, const char *layers,
 	add[nadd++] = fs_var;
 	add[nadd++] = reg_var;
 	add[nadd++] = copy_var;
+	if (c->all_async)
+		add[nadd++] = async_var;
 	if (layers) {
 		snprintf(layers_var, sizeof(layers_var),
 			 "VDPOOL_TEST_LAYERS=%s", layers);

@@ -79,6 +79,24 @@ static ssize_t st_pwrite(struct backend *b, int64_t h, const void *buf,
 	return vdp_write(pool_of(b), (uint64_t)h, buf, len, off);
 }
 
+static void batch_done(void *arg, ssize_t r)
+{
+	((struct wreq *)arg)->res = r;
+}
+
+/* As the daemon does with a deep queue: asynchronously where the store
+ * takes it, all submitted before any completes. */
+static void st_pwrite_batch(struct backend *b, int64_t h, struct wreq *q,
+			    size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!vdp_write_start(pool_of(b), (uint64_t)h, q[i].buf,
+				     q[i].len, q[i].off, batch_done, &q[i]))
+			q[i].res = vdp_write(pool_of(b), (uint64_t)h, q[i].buf,
+					     q[i].len, q[i].off);
+	vdp_aio_poll(true);
+}
+
 static ssize_t st_pread(struct backend *b, int64_t h, void *buf, size_t len,
 			uint64_t off)
 {
@@ -234,6 +252,7 @@ static const struct backend_ops store_ops = {
 	.rename = st_rename,
 	.open = st_open,
 	.pwrite = st_pwrite,
+	.pwrite_batch = st_pwrite_batch,
 	.pread = st_pread,
 	.truncate = st_truncate,
 	.fallocate = st_fallocate,

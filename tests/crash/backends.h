@@ -36,6 +36,8 @@ struct mount_cfg {
 	const char *log;      /* the daemon's stdout and stderr */
 	const char *pidfile;  /* gets the daemon's pid (for a killed runner) */
 	unsigned commit_ms;   /* -o commit_interval */
+	bool all_async;	      /* VDPOOL_TEST_ASYNC_ABOVE=0: every read and
+			       * write the store takes asynchronously */
 };
 
 /*

@@ -255,7 +255,7 @@ out:
 }
 
 struct trigger {
-	bool by_flushes, signal_only, at_end;
+	bool by_flushes, signal_only, at_end, all_async;
 	uint64_t k, seed;
 	unsigned keep, sig_step, sig_delay_us, commit_ms;
 };
@@ -277,6 +277,7 @@ static void choose_trigger(struct point *p, uint64_t writes, uint64_t flushes,
 		t->sig_step = (unsigned)((r = mix64(r)) % (steps ? steps : 1));
 		t->sig_delay_us = (unsigned)((r = mix64(r)) % 3000);
 		t->commit_ms = commit_ms[(r = mix64(r)) % 4];
+		t->all_async = (r = mix64(r)) % 2;
 	}
 }
 
@@ -307,7 +308,9 @@ static void describe_trigger(struct point *p, const struct trigger *t)
 	at = strlen(p->trigger);
 	if (opt.mount)
 		at += (size_t)snprintf(p->trigger + at, sizeof(p->trigger) - at,
-				       ", commit_interval=%u", t->commit_ms);
+				       ", commit_interval=%u%s", t->commit_ms,
+				       t->all_async ? ", all I/O asynchronous"
+						    : "");
 	if (t->signal_only && at < sizeof(p->trigger))
 		snprintf(p->trigger + at, sizeof(p->trigger) - at,
 			 ", SIGUSR2 %u us into step %u", t->sig_delay_us,
@@ -401,7 +404,8 @@ static int crash_mount(struct point *p, struct trigger *t, struct oracle *o,
 			      .registry = reg,
 			      .log = p->log,
 			      .pidfile = pidfile,
-			      .commit_ms = t->commit_ms};
+			      .commit_ms = t->commit_ms,
+			      .all_async = t->all_async};
 	struct backend *b;
 	enum wl_result res;
 	bool at_end;
@@ -479,16 +483,17 @@ static int run_point(struct point *p)
 	r = opt.mount ? crash_mount(p, &t, o, &st) : crash_store(p, &t, o, &st);
 	if (opt.verbose)
 		printf("point %u: %s; dry run %u steps, %llu writes, %llu "
-		       "flushes%s; crash at step %u (%s)%s; %u writes, %u "
-		       "copies, %u syncs, %u ENOSPC; came back at namespace "
+		       "flushes%s; crash at step %u (%s)%s; %u writes (%u "
+		       "batches), %u copies, %u syncs, %u ENOSPC; came back "
+		       "at namespace "
 		       "state %d of the %zu since the last sync: %s\n",
 		       p->index, p->trigger, dst.steps,
 		       (unsigned long long)writes, (unsigned long long)flushes,
 		       dst.full_writes ? ", pool filled" : "", st.crash_step,
 		       st.crash_op ? st.crash_op : "-",
-		       t.at_end ? " (at the end)" : "", st.writes, st.copies,
-		       st.syncs, st.enospc, p->state, oracle_nstates(o),
-		       r == 0 ? "ok" : "FAILED");
+		       t.at_end ? " (at the end)" : "", st.writes, st.batches,
+		       st.copies, st.syncs, st.enospc, p->state,
+		       oracle_nstates(o), r == 0 ? "ok" : "FAILED");
 	oracle_free(o);
 	return r;
 }

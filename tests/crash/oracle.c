@@ -570,16 +570,29 @@ static void apply(struct oracle *o, uint32_t id, uint64_t off, uint64_t len,
 	}
 }
 
-uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off, size_t len)
+static uint32_t write_(struct oracle *o, uint32_t disk, uint64_t off,
+		       size_t len, bool more)
 {
 	struct wrec r = {disk, off, len, 0};
 	uint32_t w;
 
 	PUSH(o->writes, r);
 	w = (uint32_t)(o->writes.n - 1);
-	o->undo.n = 0;
+	if (!more)
+		o->undo.n = 0;
 	apply(o, disk, off, len, w);
 	return w;
+}
+
+uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off, size_t len)
+{
+	return write_(o, disk, off, len, false);
+}
+
+uint32_t oracle_write_more(struct oracle *o, uint32_t disk, uint64_t off,
+			   size_t len)
+{
+	return write_(o, disk, off, len, true);
 }
 
 void oracle_fill(const struct oracle *o, uint32_t w, uint64_t off, size_t len,

@@ -77,6 +77,12 @@ void oracle_set_size(struct oracle *o, uint32_t disk, uint64_t size);
  */
 uint32_t oracle_write(struct oracle *o, uint32_t disk, uint64_t off,
 		      size_t len);
+/* oracle_write for the second and later writes of a batch issued at once
+ * (none overlapping another): the previous values the batch's earlier
+ * writes replaced are kept as well, and oracle_settle settles any of them.
+ */
+uint32_t oracle_write_more(struct oracle *o, uint32_t disk, uint64_t off,
+			   size_t len);
 /* The LEN bytes write W writes at OFF (inside its range). */
 void oracle_fill(const struct oracle *o, uint32_t w, uint64_t off, size_t len,
 		 void *buf);

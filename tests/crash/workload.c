@@ -26,11 +26,12 @@
 
 #include "workload.h"
 
-#define NNAMES 6		/* vm0.img .. vm5.img */
-#define MAXSIZE (6u << 20)	/* where random operations land */
-#define MAXLEN (512u << 10)	/* one FUSE request at most: no torn sizes */
-#define FULL_CHUNK (512u << 10) /* the pool-full phase's appends */
-#define FULL_MAX 200		/* appends at most (the pool is ~32 MiB) */
+#define NNAMES 6		  /* vm0.img .. vm5.img */
+#define MAXSIZE (6u << 20)	  /* where random operations land */
+#define BATCH_REGION (256u << 10) /* op_batch's */
+#define MAXLEN (512u << 10)	  /* one FUSE request at most: no torn sizes */
+#define FULL_CHUNK (512u << 10)	  /* the pool-full phase's appends */
+#define FULL_MAX 200		  /* appends at most (the pool is ~32 MiB) */
 #define READ_CHUNK (1u << 20)
 #define EXTENT 65536u	   /* the pool's extent size (crashtest.c) */
 #define MAXCOPY (6u << 20) /* a copy's length at most */
@@ -54,6 +55,7 @@ struct wl {
 	char *fail;
 	size_t fl;
 	uint8_t *buf;
+	uint8_t *batch; /* op_batch's buffers, BATCH_MAX * 16 KiB, aligned */
 	bool no_zero_range; /* the kernel refused FALLOC_FL_ZERO_RANGE */
 	const char *op;	    /* the operation running, for messages */
 	/* The last copy: both sides get more operations, in that range
@@ -332,27 +334,18 @@ static int settle(struct wl *w, struct wdisk *d, uint64_t first, uint64_t end,
  * leaves each sector of the rest as old or new data, which the pool is
  * asked: a sector that is neither fails the point.
  */
-static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
+/* Checks how write SEQ of LEN bytes at OFF to D ended: N bytes written
+ * (or -errno); OLD is D's size before it. */
+static int write_ended(struct wl *w, struct wdisk *d, uint32_t seq,
+		       uint64_t off, size_t len, uint64_t old, ssize_t n)
 {
-	uint64_t old = oracle_size(w->o, d->id), size;
-	uint32_t seq;
-	ssize_t n;
+	uint64_t size;
 	int k;
 
-	w->op = "write";
-	seq = oracle_write(w->o, d->id, off, len);
-	if (off + len > old)
-		oracle_set_size(w->o, d->id, off + len);
-	trace(w, "write w%u d%u [%llu, +%zu)%s", seq, d->id,
-	      (unsigned long long)off, len,
-	      off + len > old ? " extending" : "");
-	oracle_fill(w->o, seq, off, len, w->buf);
-	n = w->b->ops->pwrite(w->b, d->h, w->buf, len, off);
-	w->st->writes++;
 	if (n == (ssize_t)len)
 		return check_size(w, d);
 	if (n < 0 && n != -ENOSPC)
-		return outcome(w, n, "write");
+		return outcome(w, (int)n, w->op);
 	/* Short or ENOSPC: the pool is full. */
 	w->st->enospc++;
 	if (n < 0)
@@ -376,6 +369,81 @@ static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
 		return k;
 	oracle_set_size(w->o, d->id, size);
 	return 0;
+}
+
+static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
+{
+	uint64_t old = oracle_size(w->o, d->id);
+	uint32_t seq;
+	ssize_t n;
+
+	w->op = "write";
+	seq = oracle_write(w->o, d->id, off, len);
+	if (off + len > old)
+		oracle_set_size(w->o, d->id, off + len);
+	trace(w, "write w%u d%u [%llu, +%zu)%s", seq, d->id,
+	      (unsigned long long)off, len,
+	      off + len > old ? " extending" : "");
+	oracle_fill(w->o, seq, off, len, w->buf);
+	n = w->b->ops->pwrite(w->b, d->h, w->buf, len, off);
+	w->st->writes++;
+	return write_ended(w, d, seq, off, len, old, n);
+}
+
+/*
+ * Up to BATCH_MAX writes of whole 4 KiB blocks in a 256 KiB region inside
+ * D's size, at once: enough requests in flight for the daemon to take them
+ * asynchronously, while the power may go.  Half the time the region is
+ * written first, so that the batch overwrites allocated extents (the
+ * asynchronous path takes no hole).  The writes do not overlap, so the
+ * oracle takes them as one write after another, none synced.
+ */
+static int op_batch(struct wl *w, struct wdisk *d)
+{
+	uint64_t size = oracle_size(w->o, d->id), base, blocks;
+	struct wreq q[BATCH_MAX];
+	uint32_t seq[BATCH_MAX];
+	size_t n = 5 + (size_t)below(w, BATCH_MAX - 4);
+	int k = 0;
+
+	if (size < BATCH_REGION)
+		return 0;
+	base = below(w, (size - BATCH_REGION) / EXTENT + 1) * EXTENT;
+	blocks = BATCH_REGION / 4096;
+	if (chance(w, 50) && (k = op_write(w, d, base, BATCH_REGION)) != 0)
+		return k;
+	w->op = "batched write";
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *buf = w->batch + i * 4 * 4096;
+		unsigned tries = 0;
+		bool clash;
+
+		q[i].len = 4096 * (1 + (size_t)below(w, 4));
+		do { /* a place no other write of the batch has */
+			if (++tries > 50) /* fragmented: one block fits */
+				q[i].len = 4096;
+			q[i].off =
+				base +
+				below(w, blocks - q[i].len / 4096 + 1) * 4096;
+			clash = false;
+			for (size_t j = 0; j < i; j++)
+				clash |= q[i].off < q[j].off + q[j].len &&
+					 q[j].off < q[i].off + q[i].len;
+		} while (clash);
+		q[i].buf = buf;
+		seq[i] = (i ? oracle_write_more
+			    : oracle_write)(w->o, d->id, q[i].off, q[i].len);
+		trace(w, "batched write w%u d%u [%llu, +%zu)", seq[i], d->id,
+		      (unsigned long long)q[i].off, q[i].len);
+		oracle_fill(w->o, seq[i], q[i].off, q[i].len, buf);
+	}
+	w->b->ops->pwrite_batch(w->b, d->h, q, n);
+	w->st->writes += (unsigned)n;
+	w->st->batches++;
+	for (size_t i = 0; i < n && k == 0; i++)
+		k = write_ended(w, d, seq[i], q[i].off, q[i].len, size,
+				q[i].res);
+	return k;
 }
 
 /* After an operation failed with ENOSPC: D's size must not have moved. */
@@ -821,6 +889,8 @@ static int random_op(struct wl *w)
 		if (hot != UINT64_MAX && d->id != w->hot[0] &&
 		    d->id != w->hot[1])
 			hot = UINT64_MAX;
+		if (chance(w, 10))
+			return op_batch(w, d);
 		if (hot != UINT64_MAX && chance(w, 50))
 			off = hot;
 		else if (hot != UINT64_MAX)
@@ -998,7 +1068,9 @@ enum wl_result workload_run(uint64_t seed, struct backend *b, struct oracle *o,
 
 	memset(st, 0, sizeof(*st));
 	w.buf = malloc(FULL_CHUNK > MAXLEN ? FULL_CHUNK : MAXLEN);
-	if (!w.buf) {
+	if (posix_memalign((void **)&w.batch, 4096, BATCH_MAX * 4 * 4096))
+		w.batch = NULL;
+	if (!w.buf || !w.batch) {
 		snprintf(fail, fl, "out of memory");
 		return WL_FAILED;
 	}
@@ -1022,6 +1094,7 @@ enum wl_result workload_run(uint64_t seed, struct backend *b, struct oracle *o,
 	 * pool (or the crash) drops them. */
 	free(w.d);
 	free(w.buf);
+	free(w.batch);
 	return k > 0 ? WL_CRASHED : k < 0 ? WL_FAILED : WL_DONE;
 }
 

@@ -22,6 +22,15 @@
 
 struct backend;
 
+/* One write of a batch (pwrite_batch): RES is what it returned. */
+struct wreq {
+	const void *buf; /* 4 KiB aligned */
+	size_t len;
+	uint64_t off;
+	ssize_t res;
+};
+#define BATCH_MAX 16
+
 /*
  * A backend: the pool under test, one point at a time.  Data calls take a
  * handle H from create (the store: an inode with a lookup reference the
@@ -44,6 +53,10 @@ struct backend_ops {
 			  size_t len, uint64_t off);
 	ssize_t (*pread)(struct backend *b, int64_t h, void *buf, size_t len,
 			 uint64_t off);
+	/* The N writes of Q to H at once (none overlaps another): all are
+	 * in flight together, and each one's result is in its RES. */
+	void (*pwrite_batch)(struct backend *b, int64_t h, struct wreq *q,
+			     size_t n);
 	int (*truncate)(struct backend *b, int64_t h, uint64_t size);
 	int (*fallocate)(struct backend *b, int64_t h, int mode, uint64_t off,
 			 uint64_t len);
@@ -83,7 +96,7 @@ enum wl_result {
 
 /* Set by the workload: what it did, for --verbose. */
 struct wl_stats {
-	unsigned steps, writes, syncs, enospc, full_writes, copies;
+	unsigned steps, writes, batches, syncs, enospc, full_writes, copies;
 	unsigned crash_step; /* the step that saw the power loss */
 	const char *crash_op;
 };
