@@ -1784,11 +1784,11 @@ static int serve(struct cmdline *cl, struct fuse_args *args,
 	vdp_pool_problems(fs.pool, log_problem, NULL);
 	vdp_pool_statfs(fs.pool, &sfs);
 	fs.extent_size = sfs.extent_size;
-	/* Crash tests make clones take many requests with a smaller reply
-	 * (tests/crash); never set in production. */
 	test_async = getenv("VDPOOL_TEST_ASYNC_ABOVE");
 	if (test_async && *test_async)
 		async_above = (unsigned)strtoul(test_async, NULL, 10);
+	/* Crash tests make clones take many requests with a smaller reply
+	 * (tests/crash); never set in production. */
 	test_copy = getenv("VDPOOL_TEST_COPY_REPLY_MAX");
 	fs.copy_reply_max = COPY_REPLY_MAX;
 	if (test_copy && *test_copy) {
