@@ -182,7 +182,7 @@ static void *batch_writer(void *arg)
 }
 
 /* A thread per write, so that all are requests the daemon holds at once
- * (a plain descriptor cannot have more than one in flight). */
+ * (a thread's pwrite has one in flight). */
 static void mt_pwrite_batch(struct backend *b, int64_t h, struct wreq *q,
 			    size_t n)
 {

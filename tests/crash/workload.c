@@ -330,12 +330,11 @@ static int settle(struct wl *w, struct wdisk *d, uint64_t first, uint64_t end,
 }
 
 /*
- * Writes LEN bytes at OFF of D.  A short write or ENOSPC (the pool is full)
- * leaves each sector of the rest as old or new data, which the pool is
- * asked: a sector that is neither fails the point.
+ * Checks how write SEQ of LEN bytes at OFF to D ended: N bytes written (or
+ * -errno); OLD is D's size before it.  A short write or ENOSPC (the pool
+ * is full) leaves each sector of the rest as old or new data, which the
+ * pool is asked: a sector that is neither fails the point.
  */
-/* Checks how write SEQ of LEN bytes at OFF to D ended: N bytes written
- * (or -errno); OLD is D's size before it. */
 static int write_ended(struct wl *w, struct wdisk *d, uint32_t seq,
 		       uint64_t off, size_t len, uint64_t old, ssize_t n)
 {
@@ -371,6 +370,7 @@ static int write_ended(struct wl *w, struct wdisk *d, uint32_t seq,
 	return 0;
 }
 
+/* Writes LEN bytes at OFF of D. */
 static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
 {
 	uint64_t old = oracle_size(w->o, d->id);
