@@ -169,30 +169,41 @@ static ssize_t mt_pwrite(struct backend *b, int64_t h, const void *buf,
 
 struct batch_writer {
 	int fd;
-	struct wreq *q;
+	struct wreq *q;	   /* NULL: fdatasync */
+	struct wbatch *wb; /* with Q NULL */
 };
 
 static void *batch_writer(void *arg)
 {
 	struct batch_writer *bw = arg;
-	ssize_t n = pwrite(bw->fd, bw->q->buf, bw->q->len, (off_t)bw->q->off);
+	ssize_t n;
 
+	if (!bw->q) {
+		bw->wb->sync_res = fdatasync(bw->fd) < 0 ? -errno : 0;
+		return NULL;
+	}
+	n = pwrite(bw->fd, bw->q->buf, bw->q->len, (off_t)bw->q->off);
 	bw->q->res = n < 0 ? -errno : n;
 	return NULL;
 }
 
 /* A thread per write, so that all are requests the daemon holds at once
- * (a thread's pwrite has one in flight). */
-static void mt_pwrite_batch(struct backend *b, int64_t h, struct wreq *q,
-			    size_t n)
+ * (a thread's pwrite has one in flight), and one more for the fdatasync,
+ * started last. */
+static void mt_pwrite_batch(struct backend *b, int64_t h, struct wbatch *wb)
 {
-	struct batch_writer bw[BATCH_MAX];
-	pthread_t th[BATCH_MAX];
-	bool started[BATCH_MAX];
+	struct batch_writer bw[BATCH_MAX + 1];
+	pthread_t th[BATCH_MAX + 1];
+	bool started[BATCH_MAX + 1];
+	size_t n = wb->n;
 
 	(void)b;
+	for (size_t i = 0; i < n; i++)
+		bw[i] = (struct batch_writer){.fd = (int)h, .q = &wb->q[i]};
+	if (wb->sync)
+		bw[n++] =
+			(struct batch_writer){.fd = (int)wb->sync_h, .wb = wb};
 	for (size_t i = 0; i < n; i++) {
-		bw[i] = (struct batch_writer){.fd = (int)h, .q = &q[i]};
 		started[i] =
 			pthread_create(&th[i], NULL, batch_writer, &bw[i]) == 0;
 		if (!started[i])

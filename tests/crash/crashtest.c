@@ -484,15 +484,15 @@ static int run_point(struct point *p)
 	if (opt.verbose)
 		printf("point %u: %s; dry run %u steps, %llu writes, %llu "
 		       "flushes%s; crash at step %u (%s)%s; %u writes (%u "
-		       "batches), %u copies, %u syncs, %u ENOSPC; came back "
-		       "at namespace "
-		       "state %d of the %zu since the last sync: %s\n",
+		       "batches, %u with an fdatasync), %u copies, %u syncs, "
+		       "%u ENOSPC; came back at namespace state %d of the "
+		       "%zu since the last sync: %s\n",
 		       p->index, p->trigger, dst.steps,
 		       (unsigned long long)writes, (unsigned long long)flushes,
 		       dst.full_writes ? ", pool filled" : "", st.crash_step,
 		       st.crash_op ? st.crash_op : "-",
 		       t.at_end ? " (at the end)" : "", st.writes, st.batches,
-		       st.copies, st.syncs, st.enospc, p->state,
+		       st.batch_syncs, st.copies, st.syncs, st.enospc, p->state,
 		       oracle_nstates(o), r == 0 ? "ok" : "FAILED");
 	oracle_free(o);
 	return r;

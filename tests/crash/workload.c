@@ -397,13 +397,21 @@ static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
  * written first, so that the batch overwrites allocated extents (the
  * asynchronous path takes no hole).  The writes do not overlap, so the
  * oracle takes them as one write after another, none synced.
+ *
+ * A third of the batches have an fdatasync of some open disk issued while
+ * the writes are in flight: the writes may reach the members after its
+ * flush, and the next sync (half the time at once) must still cover
+ * them.  The fdatasync during the batch tells the oracle
+ * nothing (which of the batch it covers is unknown), so the states since
+ * the last sync stay possible: a weaker check here, never a wrong one.
  */
 static int op_batch(struct wl *w, struct wdisk *d)
 {
 	uint64_t size = oracle_size(w->o, d->id), base, blocks;
-	struct wreq q[BATCH_MAX];
+	struct wbatch wb = {.n = 5 + (size_t)below(w, BATCH_MAX - 4)};
+	struct wreq *q = wb.q;
 	uint32_t seq[BATCH_MAX];
-	size_t n = 5 + (size_t)below(w, BATCH_MAX - 4);
+	struct wdisk *s;
 	int k = 0;
 
 	if (size < BATCH_REGION)
@@ -413,7 +421,7 @@ static int op_batch(struct wl *w, struct wdisk *d)
 	if (chance(w, 50) && (k = op_write(w, d, base, BATCH_REGION)) != 0)
 		return k;
 	w->op = "batched write";
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < wb.n; i++) {
 		uint8_t *buf = w->batch + i * 4 * 4096;
 		unsigned tries = 0;
 		bool clash;
@@ -437,12 +445,23 @@ static int op_batch(struct wl *w, struct wdisk *d)
 		      (unsigned long long)q[i].off, q[i].len);
 		oracle_fill(w->o, seq[i], q[i].off, q[i].len, buf);
 	}
-	w->b->ops->pwrite_batch(w->b, d->h, q, n);
-	w->st->writes += (unsigned)n;
+	if (chance(w, 33) && (s = pick(w, false)) != NULL) {
+		wb.sync = true;
+		wb.sync_h = s->h;
+		trace(w, "fdatasync d%u while they are in flight", s->id);
+		w->st->batch_syncs++;
+	}
+	w->b->ops->pwrite_batch(w->b, d->h, &wb);
+	w->st->writes += (unsigned)wb.n;
 	w->st->batches++;
-	for (size_t i = 0; i < n && k == 0; i++)
+	for (size_t i = 0; i < wb.n && k == 0; i++)
 		k = write_ended(w, d, seq[i], q[i].off, q[i].len, size,
 				q[i].res);
+	if (k == 0 && wb.sync)
+		k = outcome(w, wb.sync_res, "fdatasync during a batch");
+	/* What QEMU does next: the fdatasync that must hold the batch. */
+	if (k == 0 && wb.sync && chance(w, 50))
+		k = op_sync(w, d, true);
 	return k;
 }
 

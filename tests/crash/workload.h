@@ -31,6 +31,16 @@ struct wreq {
 };
 #define BATCH_MAX 16
 
+/* Writes issued at once, none overlapping another, and with SYNC an
+ * fdatasync of disk SYNC_H issued while they are in flight (SYNC_RES). */
+struct wbatch {
+	struct wreq q[BATCH_MAX];
+	size_t n;
+	bool sync;
+	int64_t sync_h;
+	int sync_res;
+};
+
 /*
  * A backend: the pool under test, one point at a time.  Data calls take a
  * handle H from create (the store: an inode with a lookup reference the
@@ -53,10 +63,10 @@ struct backend_ops {
 			  size_t len, uint64_t off);
 	ssize_t (*pread)(struct backend *b, int64_t h, void *buf, size_t len,
 			 uint64_t off);
-	/* The N writes of Q to H at once (none overlaps another): all are
-	 * in flight together, and each one's result is in its RES. */
-	void (*pwrite_batch)(struct backend *b, int64_t h, struct wreq *q,
-			     size_t n);
+	/* The writes of WB to H at once: all are in flight together (and
+	 * WB's fdatasync comes while they are), and each one's result is in
+	 * its RES. */
+	void (*pwrite_batch)(struct backend *b, int64_t h, struct wbatch *wb);
 	int (*truncate)(struct backend *b, int64_t h, uint64_t size);
 	int (*fallocate)(struct backend *b, int64_t h, int mode, uint64_t off,
 			 uint64_t len);
@@ -96,7 +106,8 @@ enum wl_result {
 
 /* Set by the workload: what it did, for --verbose. */
 struct wl_stats {
-	unsigned steps, writes, batches, syncs, enospc, full_writes, copies;
+	unsigned steps, writes, batches, batch_syncs, syncs, enospc,
+		full_writes, copies;
 	unsigned crash_step; /* the step that saw the power loss */
 	const char *crash_op;
 };
