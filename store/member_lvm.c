@@ -199,13 +199,36 @@ static void scan_free(struct scan *s)
 	free(s->d);
 }
 
+/*
+ * LVM writes its metadata with O_DIRECT, and it is read here the same way:
+ * a buffered read racing LVM's write (udev probing the PV, for one) can
+ * leave a page of what was there before in the device's cache.  A read
+ * that O_DIRECT refuses (a 4 KiB-sector device, a PV image on tmpfs) is
+ * done buffered.  Buffers are aligned to PV_ALIGN.
+ */
+#define PV_ALIGN 4096
+
+static int open_pv(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+
+	if (fd < 0 && errno == EINVAL)
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	return fd;
+}
+
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
 	while (len > 0) {
 		ssize_t n = pread(fd, buf, len, (off_t)off);
+		int fl;
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && errno == EINVAL &&
+		    (fl = fcntl(fd, F_GETFL)) >= 0 && (fl & O_DIRECT) &&
+		    fcntl(fd, F_SETFL, fl & ~O_DIRECT) == 0)
+			continue; /* not aligned for it: buffered */
 		if (n < 0)
 			return -errno;
 		if (n == 0)
@@ -241,11 +264,8 @@ static void read_metadata(int fd, struct scanned *d)
 						: "does not fit the device");
 			continue;
 		}
-		area = malloc(size);
-		if (!area)
+		if (posix_memalign((void **)&area, PV_ALIGN, size) != 0)
 			continue;
-		/* Buffered reads: the page cache of a block device is kept
-		 * coherent with LVM's direct writes by the kernel. */
 		r = pread_all(fd, area, size, off);
 		if (r < 0) {
 			snprintf(d->why, sizeof(d->why),
@@ -286,12 +306,12 @@ static void read_metadata(int fd, struct scanned *d)
 /* Reads the label and metadata of PATH, if it is a PV, into S. */
 static int scan_one(struct scan *s, const char *path)
 {
-	uint8_t head[LVM_LABEL_SCAN];
+	_Alignas(PV_ALIGN) uint8_t head[LVM_LABEL_SCAN];
 	struct scanned d = {0};
 	struct stat st;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open_pv(path);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0 ||
