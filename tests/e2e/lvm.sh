@@ -277,25 +277,41 @@ dd if="$VDP_TMP/fs.img" of="$L1" bs=1M seek=$(((pe_start + fs_pe * ext) >> 20)) 
 refuse "ext4 on the LV" "holds an existing ext4 filesystem" \
 	"$VDPOOL" create --name e1 "lvm:$VG/fs$NODM"
 
+# Sets a byte of the first metadata area of PV DEV to 'X' with O_DIRECT:
+# WHAT "text", 20 bytes into the current text (the area's header is at
+# 4096 on a PV made by pvcreate; its first raw_locn, at 40, says where the
+# text is), or "header", a byte of the header's magic.
+poke_mda() {
+	python3 - "$1" "$2" <<'PY'
+import mmap, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+os.preadv(fd, [buf], 4096)
+off = 4096 + (struct.unpack_from("<Q", buf, 40)[0] + 20
+              if sys.argv[2] == "text" else 8)
+base = off - off % 4096
+os.preadv(fd, [buf], base)
+buf[off - base] = ord("X")
+os.pwritev(fd, [buf], base)
+os.fsync(fd)
+PY
+}
+
 step "refused: a damaged metadata area"
 lvm vgcreate -q "$VG2" "$L4"
 lvm lvcreate -q "${ACT[@]}" -L 64M -n one "$VG2"
-# The metadata area header is at 4096 on a PV made by pvcreate; its first
-# raw_locn (at 40) says where the current text is.  A byte of the text
-# changed: the text's checksum no longer matches.  LVM writes with O_DIRECT
-# and the read below goes through the page cache, which may still hold the
-# header as it was before lvcreate (read by udev or an earlier step): then
-# the byte lands in the old text and the current one stays whole.
-blockdev --flushbufs "$L4"
-text=$(python3 -c 'import struct, sys
-f = open(sys.argv[1], "rb"); f.seek(4096 + 40)
-print(4096 + struct.unpack("<Q", f.read(8))[0])' "$L4")
-printf 'X' | dd of="$L4" bs=1 seek=$((text + 20)) conv=notrunc,fsync status=none
+# A byte of the current metadata text changed: the text's checksum no
+# longer matches.  poke_mda writes with O_DIRECT, as LVM does: a page of
+# the PV that a buffered read cached while LVM wrote (udev's probe after
+# lvcreate, say) may hold the header from before lvcreate; a buffered
+# poke would then land in the old text, or write that old page back.
+udevadm settle 2>/dev/null || true
+poke_mda "$L4" text
 refuse "mda text checksum" \
 	"VG $VG2 not found .*$L4: metadata area 0: metadata text checksum is wrong" \
 	"$VDPOOL" create --name e1 "lvm:$VG2/one$NODM"
 # And a byte of the header's magic: the header's checksum.
-printf 'X' | dd of="$L4" bs=1 seek=$((4096 + 8)) conv=notrunc,fsync status=none
+poke_mda "$L4" header
 refuse "mda header checksum" \
 	"VG $VG2 not found .*$L4: metadata area 0: metadata area header checksum is wrong" \
 	"$VDPOOL" create --name e1 "lvm:$VG2/one$NODM"
