@@ -203,8 +203,9 @@ static void scan_free(struct scan *s)
  * LVM writes its metadata with O_DIRECT, and it is read here the same way:
  * a buffered read racing LVM's write (udev probing the PV, for one) can
  * leave a page of what was there before in the device's cache.  A read
- * that O_DIRECT refuses (a 4 KiB-sector device, a PV image on tmpfs) is
- * done buffered.  Buffers are aligned to PV_ALIGN.
+ * that O_DIRECT refuses (not aligned to the device's sectors, a PV image on
+ * a filesystem without O_DIRECT) is done buffered.  Buffers are aligned to
+ * PV_ALIGN.
  */
 #define PV_ALIGN 4096
 
@@ -306,7 +307,8 @@ static void read_metadata(int fd, struct scanned *d)
 /* Reads the label and metadata of PATH, if it is a PV, into S. */
 static int scan_one(struct scan *s, const char *path)
 {
-	_Alignas(PV_ALIGN) uint8_t head[LVM_LABEL_SCAN];
+	/* All of sector 0 of a 4 KiB-sector device, which O_DIRECT wants. */
+	_Alignas(PV_ALIGN) uint8_t head[PV_ALIGN];
 	struct scanned d = {0};
 	struct stat st;
 	int fd, r;
@@ -322,9 +324,10 @@ static int scan_one(struct scan *s, const char *path)
 	d.size = (uint64_t)st.st_size;
 	if (S_ISBLK(st.st_mode) && ioctl(fd, BLKGETSIZE64, &d.size) < 0)
 		goto out_close;
-	if (d.size < LVM_LABEL_SCAN || pread_all(fd, head, sizeof(head), 0) < 0)
+	if (d.size < sizeof(head) || pread_all(fd, head, sizeof(head), 0) < 0)
 		goto out_close;
-	r = lvm_label_parse(head, sizeof(head), &d.label, d.why, sizeof(d.why));
+	r = lvm_label_parse(head, LVM_LABEL_SCAN, &d.label, d.why,
+			    sizeof(d.why));
 	if (r == -ENOENT)
 		goto out_close;
 	if (r == 0) {

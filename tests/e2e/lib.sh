@@ -451,21 +451,23 @@ sys.exit("no free loop device number")
 EOF
 }
 
-# vdp_losetup FILE [nodiscard]: attach FILE (buffered I/O) to a loop
-# device of this test's own, a new /dev/loopN with N >= 100, and print the
-# device.  "nodiscard" turns its discard off, as on a disk whose freed
-# blocks keep their old bytes.  The exit trap detaches and removes the
+# vdp_losetup FILE [nodiscard | sector4k]: attach FILE (buffered I/O) to a
+# loop device of this test's own, a new /dev/loopN with N >= 100, and print
+# the device.  "nodiscard" turns its discard off, as on a disk whose freed
+# blocks keep their old bytes; "sector4k" gives it 4 KiB logical sectors,
+# as on a 4Kn disk.  The exit trap detaches and removes the
 # device, so no setting of ours reaches the machine's shared loop devices
 # (a loop device keeps its discard limit across detach and attach).
 vdp_losetup() {
-	local dev i
+	local dev i opts=(--direct-io=off)
+	[ "${2:-}" = sector4k ] && opts+=(--sector-size=4096)
 	dev=$(loop_ctl ADD) || die "cannot add a loop device"
 	echo "$dev" >>"$VDP_TMP/loops"
 	for i in $(seq 50); do
 		[ -b "$dev" ] && break
 		sleep 0.1
 	done
-	losetup --direct-io=off "$dev" "$1" || die "losetup $dev $1 failed"
+	losetup "${opts[@]}" "$dev" "$1" || die "losetup $dev $1 failed"
 	if [ "${2:-}" = nodiscard ]; then
 		echo 0 >"/sys/block/${dev#/dev/}/queue/discard_max_bytes" ||
 			die "cannot turn discard off on $dev"

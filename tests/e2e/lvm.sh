@@ -4,8 +4,8 @@
 # on a VG of loop devices made here.  Where there is no device-mapper (this
 # build machine, containers) LVs are made with `lvcreate --driverloaded n
 # -an` and vdpool reads their metadata from the PVs: pools on a linear LV,
-# on a striped LV across two PVs and on an LV of two segments that are not
-# contiguous; data written through the mount is checked against an image
+# on a striped LV across two PVs, on an LV of two segments that are not
+# contiguous and on an LV of a PV with 4 KiB sectors; data written through the mount is checked against an image
 # of each LV that this script assembles from the PVs by what LVM itself
 # reports (lvs --segments), so vdpool's map is checked by LVM's.  Then a
 # remount, an lvrename, an lvextend and a grow, and every refusal.  The
@@ -18,6 +18,7 @@ need pvcreate vgcreate lvcreate lvextend lvrename lvs pvs vgs vgremove dmsetup \
 ERR=$VDP_TMP/err
 VG=vdpt$$
 VG2=vdpu$$
+VG3=vdpw$$
 
 # A private LVM configuration: only our loop devices, no udev, no backups
 # in /etc/lvm; the host's own VGs are never scanned.
@@ -28,7 +29,9 @@ for i in 1 2 3 4; do
 	truncate -s 256M "$VDP_TMP/pv$i.img"
 	DEVS+=("$(vdp_losetup "$VDP_TMP/pv$i.img")")
 done
-L1=${DEVS[0]} L2=${DEVS[1]} L3=${DEVS[2]} L4=${DEVS[3]}
+truncate -s 256M "$VDP_TMP/pv5.img"
+DEVS+=("$(vdp_losetup "$VDP_TMP/pv5.img" sector4k)")
+L1=${DEVS[0]} L2=${DEVS[1]} L3=${DEVS[2]} L4=${DEVS[3]} L5=${DEVS[4]}
 filter=$(printf '"a|^%s$|", ' "${DEVS[@]}")
 cat >"$LVM_SYSTEM_DIR/lvm.conf" <<EOF
 devices { filter = [ $filter "r|.*|" ] obtain_device_list_from_udev = 0
@@ -41,10 +44,10 @@ EOF
 # lock files too.
 lvm_cleanup() {
 	local u
-	for u in $(lvs --noheadings -o lv_uuid "$VG" "$VG2" 2>/dev/null); do
+	for u in $(lvs --noheadings -o lv_uuid "$VG" "$VG2" "$VG3" 2>/dev/null); do
 		rm -f "/run/lock/vdpool/lv-${u//-/}"
 	done
-	vgremove -f "$VG" "$VG2" >/dev/null 2>&1
+	vgremove -f "$VG" "$VG2" "$VG3" >/dev/null 2>&1
 	pvremove -ff -y "${DEVS[@]}" >/dev/null 2>&1
 	return 0
 }
@@ -67,6 +70,8 @@ dmsetup version 2>/dev/null | grep -q '^Driver version' && dm=yes
 DRV=(--driverloaded n)
 [ "$dm" = yes ] && DRV=()
 ACT=("${DRV[@]}" -an -Zn)
+NODM= # the PV path, also where device-mapper works
+[ "$dm" = yes ] && NODM="?dm=no"
 
 step "a VG of three PVs and four LVs"
 lvm pvcreate -q "${DEVS[@]}"
@@ -87,16 +92,16 @@ lvs --segments -o lv_name,seg_start_pe,seg_size_pe,stripes,seg_pe_ranges \
 assert_eq "$(lvs --noheadings -o seg_count "$VG/frag" 2>/dev/null | tr -d ' ')" 2 \
 	"segments of frag"
 
-# lv_image LV OUT: the LV's bytes, assembled from its PVs by what LVM
+# lv_image LV OUT [VG]: the LV's bytes, assembled from its PVs by what LVM
 # reports: per segment the stripes' PE ranges, pe_start and stripe size.
 lv_image() {
-	local ext
-	ext=$(vgs --noheadings --units b --nosuffix -o vg_extent_size "$VG" 2>/dev/null)
+	local ext vg=${3:-$VG}
+	ext=$(vgs --noheadings --units b --nosuffix -o vg_extent_size "$vg" 2>/dev/null)
 	pvs --noheadings --units b --nosuffix --separator ';' \
 		-o pv_name,pe_start 2>/dev/null >"$VDP_TMP/pvs"
 	lvs --segments --noheadings --units b --nosuffix --separator ';' \
 		-o seg_start_pe,seg_size_pe,stripes,stripe_size,seg_pe_ranges \
-		"$VG/$1" 2>/dev/null >"$VDP_TMP/segs"
+		"$vg/$1" 2>/dev/null >"$VDP_TMP/segs"
 	python3 - "$ext" "$VDP_TMP/pvs" "$VDP_TMP/segs" "$2" <<'EOF'
 import sys
 ext = int(sys.argv[1])
@@ -126,7 +131,7 @@ for line in open(sys.argv[3]):
 EOF
 }
 
-# pool_on NAME LV MNT SPEC: create a pool on one LV, write a pattern
+# pool_on NAME LV SPEC [VG]: create a pool on one LV, write a pattern
 # through the mount, check it, unmount; then the LV assembled from the PVs
 # by LVM's report must hold the same pool: `vdpool check` passes on that
 # image and the disk read from it is the pattern.
@@ -149,7 +154,7 @@ pool_on() {
 	assert_cmp "$mnt/disk" "$VDP_TMP/$name.pat" "$name: read back"
 	vdp_umount "$mnt"
 	vdp_check "$name"
-	lv_image "$lv" "$VDP_TMP/$name.lv"
+	lv_image "$lv" "$VDP_TMP/$name.lv" "${4:-$VG}"
 	vdp_check "$VDP_TMP/$name.lv"
 	vdp_mount "$VDP_TMP/$name.lv" "$mnt"
 	assert_cmp "$mnt/disk" "$VDP_TMP/$name.pat" \
@@ -168,6 +173,12 @@ else
 	pool_on pstr str "lvm:$VG/str?pv=$L2,$L3&dm=no"
 	pool_on pfrag frag "lvm:$VG/frag?dm=no"
 fi
+
+# A PV with 4 KiB logical sectors (a 4Kn disk): its label cannot be read
+# alone with O_DIRECT, and the member's I/O goes in 4 KiB units.
+lvm vgcreate -q "$VG3" "$L5"
+lvm lvcreate -q "${ACT[@]}" -L 64M -n four "$VG3"
+pool_on p4k four "lvm:$VG3/four$NODM" "$VG3"
 
 step "the registry holds each LV's UUIDs"
 grep -E "^lvm:$VG/lin\?uuid=[A-Za-z0-9]{32}/[A-Za-z0-9]{32}" \
@@ -223,8 +234,6 @@ refuse() {
 	grep -Eq -- "$pattern" "$ERR.1" || die "the message does not match /$pattern/"
 }
 
-NODM=
-[ "$dm" = yes ] && NODM="?dm=no"
 refuse "VG not found" "VG nosuch$$ not found on the disks and loop devices" \
 	"$VDPOOL" create --name e1 "lvm:nosuch$$/x$NODM"
 refuse "LV not found" "LV nolv not found in VG $VG" \
