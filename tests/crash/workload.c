@@ -400,10 +400,10 @@ static int op_write(struct wl *w, struct wdisk *d, uint64_t off, size_t len)
  *
  * A third of the batches have an fdatasync of some open disk issued while
  * the writes are in flight: the writes may reach the members after its
- * flush, and the next sync (half the time at once) must still cover
- * them.  The fdatasync during the batch tells the oracle
- * nothing (which of the batch it covers is unknown), so the states since
- * the last sync stay possible: a weaker check here, never a wrong one.
+ * flush, and the next sync (half the time at once) must still cover them.
+ * The fdatasync during the batch tells the oracle nothing (which of the
+ * batch it covers is unknown), so the states since the last sync stay
+ * possible: a weaker check here, never a wrong one.
  */
 static int op_batch(struct wl *w, struct wdisk *d)
 {
