@@ -565,6 +565,9 @@ ssize_t vdp_read(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 	return r < 0 ? r : (ssize_t)done;
 }
 
+static void share_written(struct vdp_pool *p, struct vnode *v, const void *buf,
+			  size_t n, uint64_t off);
+
 /*
  * Asynchronous reads and writes (vdp_read_start, vdp_write_start).  Each
  * counts in v->aio from the moment it is checked under v->io shared to its
@@ -646,6 +649,7 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 	struct pmember *pm;
 	struct vnode *v;
 	struct aio *a;
+	const void *orig = buf;
 	void *copy = NULL;
 	bool ok;
 
@@ -655,7 +659,10 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 		   : ((uintptr_t)buf & (VDP_AIO_ALIGN - 1)) != 0) ||
 	    get_file(p, ino, &v) < 0)
 		return false;
-	if (write && (may_write(p, off, len) < 0 || share_wanted(p)))
+	/* While copies go on (share_wanted), a whole extent written may be
+	 * shared instead: write_sharing tries that before it writes. */
+	if (write && (may_write(p, off, len) < 0 ||
+		      (len == p->extent_size && share_wanted(p))))
 		return false;
 	/* Busy: an exclusive holder, or one waiting (it goes first). */
 	if (pthread_rwlock_tryrdlock(&v->io) != 0)
@@ -702,8 +709,11 @@ static bool aio_start(struct vdp_pool *p, uint64_t ino, void *buf, size_t len,
 	};
 	atomic_fetch_add(&v->aio, 1);
 	pthread_rwlock_unlock(&v->io);
-	if (vdp_member_submit(&a->mio) == 0)
+	if (vdp_member_submit(&a->mio) == 0) {
+		if (write && share_wanted(p))
+			share_written(p, v, orig, len, off);
 		return true;
+	}
 	aio_end(v); /* not started: the caller does it synchronously */
 	free(a);
 	free(copy);
@@ -1475,6 +1485,19 @@ static void share_done_try(struct vdp_pool *p, struct vnode *v,
 			(void)share_from(p, v, d->vext[i], NULL, &c);
 }
 
+/* Feeds the N bytes of BUF at OFF, inside one extent, written or on their
+ * way (vdp_write_start), to V's write streams, and tries the extents that
+ * they complete: share_from waits for V's writes in flight. */
+static void share_written(struct vdp_pool *p, struct vnode *v, const void *buf,
+			  size_t n, uint64_t off)
+{
+	struct share_done d;
+
+	share_feed(p, v, true, off >> p->extent_shift, 0,
+		   off & (p->extent_size - 1), buf, n, &d);
+	share_done_try(p, v, &d);
+}
+
 /*
  * vdp_write while candidates are fresh.  A write of one whole extent
  * whose key matches a candidate is shared instead of written if the bytes
@@ -1506,10 +1529,10 @@ static ssize_t write_sharing(struct vdp_pool *p, struct vnode *v,
 			if (!one && share_find(p, share_key(b, 0, e), &c))
 				(void)share_from(p, v, o >> sh, NULL, &c);
 			share_finish(p, v, o >> sh, &d); /* moved on */
+			share_done_try(p, v, &d);
 		} else {
-			share_feed(p, v, true, o >> sh, 0, s, b, n, &d);
+			share_written(p, v, b, n, o);
 		}
-		share_done_try(p, v, &d);
 		done += n;
 	}
 	return w;

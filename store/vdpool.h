@@ -326,8 +326,9 @@ ssize_t vdp_write(struct vdp_pool *p, uint64_t ino, const void *buf, size_t len,
  * for the member, for the common case: LEN bytes inside one allocated
  * extent, within the size; LEN, OFF and a read's BUF multiples of
  * VDP_AIO_ALIGN, a write at most VDP_AIO_WRITE_MAX bytes;
- * for a write an extent not shared with another disk and no write-side
- * sharing going on; on a member that can (a file or block device).
+ * for a write an extent not shared with another disk, and not the whole
+ * extent while write-side sharing goes on; on a member that can (a file
+ * or block device).
  * Return true when started: DONE(ARG, R) then runs once (R = LEN, or
  * -errno) on the calling thread, inside a later vdp_aio_poll.
  * False when the request is not such a case (or the disk is busy being

@@ -7,7 +7,9 @@
  * (whole, or in pieces cut anywhere and out of order), and never one whose
  * key matches but whose bytes differ (keys truncated to 0 bits: every
  * extent collides) or whose source was overwritten between the read and
- * the write.  vdp_pool_check must find nothing wrong after each case.
+ * the write; pieces written asynchronously share too, compared only once
+ * they have landed.  vdp_pool_check must find nothing wrong after each
+ * case.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -278,6 +280,74 @@ static void write_side(struct vdp_pool *p)
 	free(b);
 }
 
+static void on_done(void *arg, ssize_t r)
+{
+	*(ssize_t *)arg = r;
+}
+
+/* Writes EXT bytes of B over the allocated extent 0 of INO in 4 KiB
+ * pieces, last piece first, each taken asynchronously (a deep queue's
+ * writes), and waits for them. */
+static void write_async(struct vdp_pool *p, uint64_t ino, const uint8_t *b)
+{
+	ssize_t r[EXT / 4096];
+
+	for (unsigned i = EXT / 4096; i-- > 0;) {
+		r[i] = 0;
+		CHECK(vdp_write_start(p, ino, b + i * 4096, 4096, i * 4096,
+				      on_done, &r[i]));
+	}
+	vdp_aio_poll(true);
+	for (unsigned i = 0; i < EXT / 4096; i++)
+		CHECK_EQ(r[i], 4096);
+}
+
+/* Write-side sharing of writes taken asynchronously, as a deep queue's
+ * are while a copy goes on: they share as the synchronous ones do, and the
+ * bytes compared are the ones written, not what the extent held while the
+ * writes were in flight. */
+static void write_side_async(struct vdp_pool *p)
+{
+	uint8_t *a = malloc(EXT), *b = malloc(EXT);
+	uint64_t src = mkfile(p, "as-src.img"), d = mkfile(p, "as-d.img");
+	uint64_t e = mkfile(p, "as-e.img");
+
+	fill(a, EXT);
+	fill(b, EXT);
+	CHECK_EQ(vdp_write(p, src, a, EXT, 0), EXT);
+	/* Allocated, and like no candidate: e is src but for one byte. */
+	CHECK_EQ(vdp_write(p, d, b, EXT, 0), EXT);
+	a[0] ^= 1;
+	CHECK_EQ(vdp_write(p, e, a, EXT, 0), EXT);
+	a[0] ^= 1;
+
+	read_extent_of(p, src, 0, 1);
+	write_async(p, d, a);
+	CHECK_EQ(pid_of(p, d, 0), pid_of(p, src, 0));
+	CHECK_EQ(refs(p, pid_of(p, src, 0)), 2);
+	same_bytes(p, d, a, EXT);
+
+	/* Every key collides.  e's extent holds src's bytes, and B is them
+	 * but one byte in the piece written last: compared while that piece
+	 * is in flight, e would be shared and the byte lost. */
+	share_key_mask = 0;
+	CHECK_EQ(vdp_write(p, e, a, 1, 0), 1);
+	CHECK_EQ(vdp_fsync(p, e, true), 0); /* ends that write's stream */
+	memcpy(b, a, EXT);
+	b[100] ^= 1;
+	read_extent_of(p, src, 0, 1);
+	write_async(p, e, b);
+	share_key_mask = UINT64_MAX;
+	CHECK(pid_of(p, e, 0) != pid_of(p, src, 0));
+	same_bytes(p, e, b, EXT);
+	same_bytes(p, src, a, EXT);
+
+	CHECK_EQ(vdp_pool_commit(p), 0);
+	CHECK_EQ(vdp_pool_check(p, report, NULL), 0);
+	free(a);
+	free(b);
+}
+
 int main(void)
 {
 	struct vdp_create_opts o = {.name = "clone", .extent_shift = 16};
@@ -299,6 +369,7 @@ int main(void)
 	lined_up_followup(p);
 	holes_stay_holes(p);
 	write_side(p);
+	write_side_async(p);
 	CHECK_EQ(vdp_pool_close(p), 0);
 	CHECK_EQ(vdp_pool_open(m0, VDP_OPEN_RDONLY, &p), 0);
 	CHECK_EQ(vdp_pool_check(p, report, NULL), 0);
