@@ -108,10 +108,15 @@ static void *batch_sync(void *arg)
  * takes it, all submitted before any completes.  The batch's fdatasync
  * runs in another thread before this one polls, which is when the test
  * layers do the writes: it flushes the members before the writes reach
- * them, as a flush that overtook them on a device would. */
+ * them, as a flush that overtook them on a device would.  Unless that
+ * fdatasync waits for these writes (write-side sharing tries an extent
+ * they complete, under the disk's io lock): then, after SYNC_WAIT_MS,
+ * this thread polls them, as a worker of the daemon would. */
+#define SYNC_WAIT_MS 200
 static void st_pwrite_batch(struct backend *b, int64_t h, struct wbatch *wb)
 {
 	struct batch_sync bs = {b, wb};
+	struct timespec ts;
 	pthread_t th;
 
 	for (size_t i = 0; i < wb->n; i++) {
@@ -122,9 +127,18 @@ static void st_pwrite_batch(struct backend *b, int64_t h, struct wbatch *wb)
 			q->res = vdp_write(pool_of(b), (uint64_t)h, q->buf,
 					   q->len, q->off);
 	}
-	if (wb->sync && pthread_create(&th, NULL, batch_sync, &bs) == 0)
-		pthread_join(th, NULL);
-	else if (wb->sync)
+	if (wb->sync && pthread_create(&th, NULL, batch_sync, &bs) == 0) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SYNC_WAIT_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(th, NULL, &ts) != 0) {
+			vdp_aio_poll(true);
+			pthread_join(th, NULL);
+		}
+	} else if (wb->sync)
 		batch_sync(&bs);
 	vdp_aio_poll(true);
 }
