@@ -35,6 +35,7 @@ enum key {
 	K_P,
 	K_ERR,
 	K_PERSIST,
+	K_DELAY,
 	K_SEED,
 	K_ONLY,
 	K_RANGE,
@@ -59,6 +60,7 @@ static const struct {
 	[K_P] = {"p", F, false},
 	[K_ERR] = {"err", F, false},
 	[K_PERSIST] = {"persist", F, true},
+	[K_DELAY] = {"delay", F, false},
 	[K_SEED] = {"seed", F | P, false},
 	[K_ONLY] = {"only", F | P, false},
 	[K_RANGE] = {"range", F, false},
@@ -219,6 +221,12 @@ static int set_key(struct layer_cfg *c, enum key k, const char *v, char *err,
 			want = "EIO, ENOSPC or ETIMEDOUT";
 		else
 			c->fault.err = errnos[i];
+		break;
+	case K_DELAY:
+		if (!parse_u64(v, &n) || n == 0 || n > 600000)
+			want = "milliseconds from 1 to 600000";
+		else
+			c->fault.delay_ms = (unsigned)n;
 		break;
 	case K_SEED:
 		if (!parse_u64(v, &n))

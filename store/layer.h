@@ -15,8 +15,10 @@
  *            joined by '+'), nth=N | p=FLOAT (one is required), err=EIO|
  *            ENOSPC|ETIMEDOUT (default EIO), persist, seed=N (default 1),
  *            only=SUBSTR, range=START-[END] (only I/O touching those
- *            bytes; K, M, G suffixes; flushes are not limited by it).  A
- *            failed op never reaches the inner member.
+ *            bytes; K, M, G suffixes; flushes are not limited by it),
+ *            delay=MS (the chosen ops do not fail: each waits MS
+ *            milliseconds, then goes ahead: a slow member).  A failed op
+ *            never reaches the inner member.
  * powerloss: after_writes=N, after_flushes=N, signal=USR1|USR2, manual (at
  *            least one trigger), keep=none|all|prefix|random|torn (default
  *            random), seed=N (default 1), then=freeze|exit (default

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * layer_fault.c - the fault-injection test layer: a member that wraps
- * another and fails chosen operations with a chosen errno, either the Nth
- * matching operation or each with probability P, once (transient) or from
- * then on (persist).  Deterministic per seed for a given order of calls.
+ * another and fails chosen operations with a chosen errno (or, with delay,
+ * holds them up), either the Nth matching operation or each with
+ * probability P, once (transient) or from then on (persist).
+ * Deterministic per seed for a given order of calls.
  *
  * Must never let a failed operation reach the inner member: a failed write
  * changes nothing, as a disk that rejects the command would.
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "layer_internal.h"
@@ -74,13 +76,28 @@ static int inject(struct fault_member *f, unsigned op, uint64_t off,
 	if (fail)
 		f->failed = true;
 	pthread_mutex_unlock(&f->lock);
-	if (first)
+	if (first && f->cfg.delay_ms)
+		fprintf(stderr,
+			"vdpool test layers: fault: member %s: %s #%llu waits "
+			"%u ms%s\n",
+			f->m.path, op_name(op), (unsigned long long)n,
+			f->cfg.delay_ms,
+			f->cfg.persist ? " (and every later one)" : "");
+	else if (first)
 		fprintf(stderr,
 			"vdpool test layers: fault: member %s: %s #%llu fails "
 			"with %s%s\n",
 			f->m.path, op_name(op), (unsigned long long)n,
 			strerror(f->cfg.err),
 			f->cfg.persist ? " (and every later one)" : "");
+	if (fail && f->cfg.delay_ms) {
+		unsigned ms = f->cfg.delay_ms;
+		struct timespec t = {ms / 1000, ms % 1000 * 1000000L};
+
+		while (nanosleep(&t, &t) < 0 && errno == EINTR)
+			;
+		return 0;
+	}
 	return fail ? -f->cfg.err : 0;
 }
 

@@ -30,6 +30,7 @@ struct fault_cfg {
 	double p;	   /* < 0: not given */
 	int err;	   /* positive errno */
 	bool persist;	   /* once failed, always failing */
+	unsigned delay_ms; /* 0: fail; else wait that long and go ahead */
 	uint64_t seed;	   /* mixed with the member's index */
 	uint64_t index;	   /* set per member by layer.c: n-th wrapped by this */
 	uint64_t from, to; /* range=: only I/O touching [from, to); to 0 =
