@@ -154,8 +154,10 @@ void alloc_free_all(struct vdp_pool *p)
 	}
 	free(p->pend_ext.v);
 	free(p->pend_meta.v);
+	free(p->discard.v);
 	memset(&p->pend_ext, 0, sizeof(p->pend_ext));
 	memset(&p->pend_meta, 0, sizeof(p->pend_meta));
+	memset(&p->discard, 0, sizeof(p->discard));
 }
 
 /* Next clear bit at or after FROM (wrapping) among N bits, or N. */

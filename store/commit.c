@@ -10,13 +10,23 @@
  *      extents is durable before any metadata that maps it;
  *   3. write the new metadata blocks to each of their copies, flush;
  *   4. write superblock slot txid % 2 on every member, flush each;
- *   5. only now discard and release what the transaction freed.
+ *   5. only now release the metadata blocks the transaction freed, and
+ *      hand its freed extents to the discarder, which gives them back to
+ *      their members (discard) and then to the allocator.
  * A crash before 4 completes on some member leaves the previous commit
  * (whose blocks nothing overwrote) or this one; both are whole.
  *
+ * The discarder is a thread of its own because a punch per extent of a
+ * member file that small writes cut up can take the host filesystem's
+ * journal seconds: a commit that discarded held back every fsync in the
+ * pool meanwhile (11 s after removing a disk of 2 GiB of random 4 KiB
+ * writes).  A crash before the discards loses only them: the extents are
+ * free in the commit, and a new extent is zeroed before it is read.
+ *
  * Must never: write a superblock after a failed write or flush (the
- * commit fails; the next one retries it, see requeue()), or reuse a freed
- * block or extent before the transaction that freed it is durable.
+ * commit fails; the next one retries it, see requeue()), reuse a freed
+ * block or extent before the transaction that freed it is durable, or
+ * an extent before its discard is done.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -89,9 +99,16 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Discards the extents a commit freed, a run of neighbours in one call:
- * a punch per extent of a thin disk's worth of extents can take the host
- * filesystem's journal seconds. */
+/* The most one discard call gives back: each call holds the member file's
+ * inode lock for as long as the host filesystem takes over the range (a
+ * range that small writes cut into pieces takes long), and the pool's
+ * writes and flushes to that member wait meanwhile.  Another disk's
+ * fdatasync waited up to 2.5 s with a whole run per call, 46-55 ms with a
+ * MiB, for the same total time (11 s for 2 GiB). */
+#define DISCARD_MAX (1u << 20)
+
+/* Discards the extents in EXT: a run of neighbours up to DISCARD_MAX (or
+ * one extent) per call. */
 static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
 {
 	if (ext->n == 0)
@@ -104,7 +121,8 @@ static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
 		/* Same member and the next index: the next extent on disk. */
 		for (j = i + 1;
 		     j < ext->n && ext->v[j] == ext->v[j - 1] + 1 &&
-		     VDP_PID_MEMBER(ext->v[j]) == VDP_PID_MEMBER(ext->v[i]);
+		     VDP_PID_MEMBER(ext->v[j]) == VDP_PID_MEMBER(ext->v[i]) &&
+		     (j - i + 1) * p->extent_size <= DISCARD_MAX;
 		     j++)
 			;
 		pool_member_offset(p, ext->v[i], &pm, &off);
@@ -112,6 +130,78 @@ static void discard_extents(struct vdp_pool *p, struct u64vec *ext)
 			(void)pm->m->ops->discard(pm->m, off,
 						  (j - i) * p->extent_size);
 	}
+}
+
+/* Hands the extents in EXT to the discarder, if it runs, and empties EXT;
+ * what it cannot take (no memory) stays in EXT. */
+static void discard_later(struct vdp_pool *p, struct u64vec *ext)
+{
+	size_t i = 0;
+
+	pthread_mutex_lock(&p->meta_lock);
+	if (p->discarder_started && !p->discarder_stopping &&
+	    !p->discard_sync) {
+		if (p->discard.n == 0) {
+			free(p->discard.v);
+			p->discard = *ext;
+			i = ext->n;
+			memset(ext, 0, sizeof(*ext));
+		}
+		for (; i < ext->n; i++)
+			if (u64vec_push(&p->discard, ext->v[i]) < 0)
+				break;
+		p->discard_held += i;
+		pthread_cond_broadcast(&p->discard_cv);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	if (i && ext->n) {
+		memmove(ext->v, ext->v + i, (ext->n - i) * sizeof(ext->v[0]));
+		ext->n -= i;
+	}
+}
+
+/* Waits until the discarder has let go of every extent handed to it. */
+static void discard_wait(struct vdp_pool *p)
+{
+	pthread_mutex_lock(&p->meta_lock);
+	while (p->discard_held)
+		pthread_cond_wait(&p->discard_cv, &p->meta_lock);
+	pthread_mutex_unlock(&p->meta_lock);
+}
+
+/* The discarder: takes what waits in p->discard, discards it, and releases
+ * it to the allocator, until told to stop with nothing left. */
+static void *discard_main(void *arg)
+{
+	struct vdp_pool *p = arg;
+	struct u64vec b, none = {0};
+	size_t n, live;
+
+	pthread_mutex_lock(&p->meta_lock);
+	for (;;) {
+		while (p->discard.n == 0 && !p->discarder_stopping)
+			pthread_cond_wait(&p->discard_cv, &p->meta_lock);
+		if (p->discard.n == 0)
+			break;
+		b = p->discard;
+		memset(&p->discard, 0, sizeof(p->discard));
+		/* One referenced again is not discarded (release_pending
+		 * keeps it too). */
+		n = b.n;
+		for (size_t i = live = 0; i < n; i++)
+			if (extent_refcount(p, b.v[i]) == 0)
+				b.v[live++] = b.v[i];
+		b.n = live;
+		pthread_mutex_unlock(&p->meta_lock);
+		discard_extents(p, &b);
+		pthread_mutex_lock(&p->meta_lock);
+		release_pending(p, &b, &none);
+		p->discard_held -= n;
+		free(b.v);
+		pthread_cond_broadcast(&p->discard_cv);
+	}
+	pthread_mutex_unlock(&p->meta_lock);
+	return NULL;
 }
 
 /*
@@ -222,8 +312,10 @@ static int do_commit(struct vdp_pool *p, bool full)
 		r = write_queue(p, q, nq);
 	if (r == 0)
 		r = pool_write_super(p, txid);
-	if (r == 0)
+	if (r == 0) {
+		discard_later(p, &ext);
 		discard_extents(p, &ext);
+	}
 
 	pthread_mutex_lock(&p->meta_lock);
 	pthread_mutex_lock(&p->err_lock);
@@ -319,7 +411,11 @@ int pool_commit_with(struct vdp_pool *p,
 
 int vdp_pool_commit(struct vdp_pool *p)
 {
-	return pool_sync(p, true);
+	int r = pool_sync(p, true);
+
+	/* What it freed is usable (and discarded) on return. */
+	discard_wait(p);
+	return r;
 }
 
 static uint64_t now_ms(void)
@@ -365,7 +461,7 @@ static void *timer_main(void *arg)
 			   p->pend_meta.n;
 		pthread_mutex_unlock(&p->meta_lock);
 		if (due)
-			(void)vdp_pool_commit(p);
+			(void)pool_sync(p, true);
 		pthread_mutex_lock(&p->commit_lock);
 		if (!due)
 			p->last_commit_ms = now_ms(); /* nothing to do: rest */
@@ -374,7 +470,7 @@ static void *timer_main(void *arg)
 	return NULL;
 }
 
-int commit_start_timer(struct vdp_pool *p)
+int commit_start_threads(struct vdp_pool *p)
 {
 	pthread_condattr_t ca;
 	int r;
@@ -387,15 +483,30 @@ int commit_start_timer(struct vdp_pool *p)
 		return -r;
 	p->last_commit_ms = now_ms();
 	r = pthread_create(&p->timer, NULL, timer_main, p);
-
 	if (r != 0)
 		return -r;
 	p->timer_started = true;
+	r = pthread_create(&p->discarder, NULL, discard_main, p);
+	if (r != 0) {
+		commit_stop_threads(p);
+		return -r;
+	}
+	p->discarder_started = true;
 	return 0;
 }
 
-void commit_stop_timer(struct vdp_pool *p)
+void commit_stop_threads(struct vdp_pool *p)
 {
+	if (p->discarder_started) {
+		pthread_mutex_lock(&p->meta_lock);
+		p->discarder_stopping = true;
+		pthread_cond_broadcast(&p->discard_cv);
+		pthread_mutex_unlock(&p->meta_lock);
+		pthread_join(p->discarder, NULL);
+		pthread_mutex_lock(&p->meta_lock);
+		p->discarder_started = false;
+		pthread_mutex_unlock(&p->meta_lock);
+	}
 	if (!p->timer_started)
 		return;
 	pthread_mutex_lock(&p->commit_lock);

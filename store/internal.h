@@ -180,6 +180,15 @@ struct vdp_pool {
 	pthread_t timer;
 	pthread_cond_t timer_cv; /* wakes the timer: stop, new interval */
 	uint64_t last_commit_ms; /* CLOCK_MONOTONIC of the last full commit */
+	/* The discarder (commit.c).  Under meta_lock: extents freed by
+	 * durable commits wait in DISCARD for it; DISCARD_HELD counts them
+	 * with the batch it is discarding, until they go to the allocator.
+	 * DISCARD_CV wakes it and those who wait for it. */
+	pthread_t discarder;
+	bool discarder_started, discarder_stopping, discard_sync;
+	struct u64vec discard;
+	size_t discard_held;
+	pthread_cond_t discard_cv;
 
 	atomic_uint_fast64_t n_reads, n_writes, b_read, b_written, n_commits,
 		n_errors;
@@ -299,8 +308,10 @@ int pool_sync(struct vdp_pool *p, bool times);
 int pool_commit_with(struct vdp_pool *p,
 		     int (*prep)(struct vdp_pool *p, void *ctx), void *ctx);
 int commit_queue(struct vdp_pool *p, uint64_t addr, void *blk);
-int commit_start_timer(struct vdp_pool *p);
-void commit_stop_timer(struct vdp_pool *p);
+/* The commit's threads: the timer and the discarder; stopping them
+ * discards what waits first. */
+int commit_start_threads(struct vdp_pool *p);
+void commit_stop_threads(struct vdp_pool *p);
 
 /* namespace.c */
 /* An inode record between host byte order (H) and disk order (D). */

@@ -486,6 +486,7 @@ struct vdp_pool *pool_alloc(void)
 	pthread_mutex_init(&p->err_lock, NULL);
 	pthread_mutex_init(&p->task_lock, NULL);
 	pthread_cond_init(&p->commit_cv, NULL);
+	pthread_cond_init(&p->discard_cv, NULL);
 	p->interval_ms = 2000;
 	rtree_init(&p->inodes, VDP_TREE_INODES, sizeof(struct vdp_dinode), 0);
 	rtree_init(&p->refc, VDP_TREE_REFC, sizeof(uint32_t), 0);
@@ -508,6 +509,7 @@ void pool_free(struct vdp_pool *p)
 	pthread_mutex_destroy(&p->err_lock);
 	pthread_mutex_destroy(&p->task_lock);
 	pthread_cond_destroy(&p->commit_cv);
+	pthread_cond_destroy(&p->discard_cv);
 	share_free(atomic_load(&p->share));
 	free(p);
 }
@@ -1371,7 +1373,7 @@ int vdp_pool_open(const char *spec, unsigned flags, struct vdp_pool **out)
 		goto err_free;
 	}
 	if (!p->rdonly) {
-		r = commit_start_timer(p);
+		r = commit_start_threads(p);
 		if (r < 0)
 			goto err_free;
 		/* A removal the last daemon left half done goes on. */
@@ -1398,6 +1400,13 @@ void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms)
 	pthread_mutex_unlock(&p->commit_lock);
 }
 
+void vdp_pool_set_discard_sync(struct vdp_pool *p, bool sync)
+{
+	pthread_mutex_lock(&p->meta_lock);
+	p->discard_sync = sync;
+	pthread_mutex_unlock(&p->meta_lock);
+}
+
 int vdp_pool_close(struct vdp_pool *p)
 {
 	int r = 0;
@@ -1406,7 +1415,7 @@ int vdp_pool_close(struct vdp_pool *p)
 		return 0;
 	vdp_aio_poll(true); /* the caller's reads and writes still in flight */
 	reshape_stop(p);    /* a removal resumes at the next open */
-	commit_stop_timer(p);
+	commit_stop_threads(p);
 	if (!p->rdonly)
 		r = vdp_pool_commit(p);
 	pool_free(p);

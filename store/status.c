@@ -27,6 +27,9 @@ void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st)
 	/* Freed by the open transaction: usable after the next commit,
 	 * which a write that finds the pool full forces. */
 	st->free_extents += p->pend_ext.n;
+	/* Freed by a commit, on their way back to the members: usable once
+	 * discarded, which a write that finds the pool full waits for. */
+	st->free_extents += p->discard_held;
 	st->inodes = p->nvnodes;
 	pthread_mutex_unlock(&p->meta_lock);
 }
@@ -273,7 +276,7 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 	struct vdp_statfs st;
 	char u[37], h1[32], h2[32], h3[32];
 	const uint8_t *id = p->uuid;
-	uint64_t cap, used, saved;
+	uint64_t cap, used, saved, discarding;
 	struct vdp_task_info task;
 	bool first = true;
 
@@ -287,6 +290,9 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		 id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8],
 		 id[9], id[10], id[11], id[12], id[13], id[14], id[15]);
 	pthread_mutex_lock(&p->meta_lock);
+	/* Free, on their way back to the members (commit.c, the discarder):
+	 * still in the members' use columns. */
+	discarding = p->discard_held * p->extent_size;
 	if (json) {
 		put(&b, "{\"name\":");
 		put_json_str(&b, p->name);
@@ -297,10 +303,11 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		put(&b,
 		    ",\"uuid\":\"%s\",\"txid\":%llu,\"extent_size\":%llu,"
 		    "\"capacity\":%llu,\"used\":%llu,\"free\":%llu,"
-		    "\"members\":[",
+		    "\"discarding\":%llu,\"members\":[",
 		    u, (unsigned long long)p->txid,
 		    (unsigned long long)p->extent_size, (unsigned long long)cap,
-		    (unsigned long long)used, (unsigned long long)(cap - used));
+		    (unsigned long long)used, (unsigned long long)(cap - used),
+		    (unsigned long long)discarding);
 	} else {
 		char es[32];
 
@@ -310,11 +317,16 @@ int vdp_pool_status(struct vdp_pool *p, bool json, char **out)
 		human(cap - used, h3, sizeof(h3));
 		put(&b,
 		    "pool %s (%s): %s\n  transaction %llu, extent size %s\n"
-		    "  capacity %s, used %s, free %s\n\n"
-		    "  %-3s %-6s %-40s %12s %12s %s\n",
+		    "  capacity %s, used %s, free %s\n",
 		    p->name, u, pool_state(p), (unsigned long long)p->txid, es,
-		    h1, h2, h3, "#", "kind", "member", "size", "used",
-		    "metadata");
+		    h1, h2, h3);
+		if (discarding) {
+			human(discarding, h1, sizeof(h1));
+			put(&b, "  of the free space, %s is being discarded\n",
+			    h1);
+		}
+		put(&b, "\n  %-3s %-6s %-40s %12s %12s %s\n", "#", "kind",
+		    "member", "size", "used", "metadata");
 	}
 	for (unsigned i = 0; i < p->nmembers; i++) {
 		const struct pmember *pm = &p->members[i];

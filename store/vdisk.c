@@ -132,11 +132,13 @@ static int take_extent(struct vdp_pool *p, uint64_t *pid)
 	r = alloc_extent(p, pid);
 	/* Frees of the open transaction, or of a commit running now (its
 	 * writer may be another thread): a commit makes them usable. */
-	pending = p->pend_ext.n + p->pend_meta.n + p->releasing;
+	pending =
+		p->pend_ext.n + p->pend_meta.n + p->releasing + p->discard_held;
 	pthread_mutex_unlock(&p->meta_lock);
 	if (r == -ENOSPC && pending) {
 		/* Extents freed by the open transaction become usable once
-		 * it is durable: commit and try again, as a full ext4 does. */
+		 * it is durable and they are discarded: commit (which waits
+		 * for the discarder) and try again, as a full ext4 does. */
 		r = vdp_pool_commit(p);
 		if (r == 0) {
 			pthread_mutex_lock(&p->meta_lock);

@@ -79,7 +79,8 @@ int vdp_pool_close(struct vdp_pool *p);
 
 /*
  * vdp_pool_commit: make every change and every acknowledged write so far
- * durable on every member.  Concurrent callers share one commit.  A commit
+ * durable on every member, and what the changes freed allocatable again
+ * (discarded on its members).  Concurrent callers share one commit.  A commit
  * that fails on a member's write or flush returns that error and changes
  * nothing on disk that the last commit needs; the next commit tries again
  * with everything.  Only when a commit cannot even be built (no memory)
@@ -96,7 +97,8 @@ const char *vdp_registry_dir(void);
 struct vdp_statfs {
 	uint64_t extent_size;
 	uint64_t total_extents; /* data extents in all members */
-	uint64_t free_extents;	/* allocatable now */
+	uint64_t free_extents;	/* allocatable now, or freed and allocatable
+				 * once committed and discarded */
 	uint64_t inodes;	/* inodes in use */
 };
 void vdp_pool_statfs(struct vdp_pool *p, struct vdp_statfs *st);
@@ -125,6 +127,11 @@ void vdp_pool_problems(struct vdp_pool *p,
 /* Commit at least every MS milliseconds while changes are pending
  * (default 2000; 0 disables the timer). */
 void vdp_pool_set_commit_interval(struct vdp_pool *p, unsigned ms);
+
+/* Extents a commit frees go back to their members (discard) on a thread
+ * of the pool's after the commit (the default), or with SYNC inside the
+ * commit: for tests that replay a pool's member I/O exactly. */
+void vdp_pool_set_discard_sync(struct vdp_pool *p, bool sync);
 
 /*
  * vdp_pool_check: read-only verification of every member's size and

@@ -403,16 +403,22 @@ setup_targets() {
 	fi
 }
 
-# thin_reset: make the thin disk a fresh, empty disk of SIZE and commit, so
-# that its old extents are free (and discarded on the members) before the
-# next run starts.  Prints how long that took: freeing a disk is a cost
-# users meet too (rm of a VM image), so it is reported.
+# thin_reset: make the thin disk a fresh, empty disk of SIZE and commit,
+# then wait until the daemon has discarded its old extents on the members
+# (it does that after the commit, in the background), so that the next run
+# starts on an idle pool.  Prints how long that took: freeing a disk is a
+# cost users meet too (rm of a VM image), so it is reported.
 thin_reset() {
-	local t0
+	local t0 mnt
 	t0=$(date +%s%N)
+	mnt=$(dirname "${FILE[vdpool-thin]}")
 	truncate -s 0 "${FILE[vdpool-thin]}"
 	truncate -s "$SIZE" "${FILE[vdpool-thin]}"
 	sync "${FILE[vdpool-thin]}"
+	until [ "$("$VDPOOL" status --json "$mnt" | python3 -c \
+		'import json,sys; print(json.load(sys.stdin)["discarding"])')" = 0 ]; do
+		sleep 0.05
+	done
 	echo $((($(date +%s%N) - t0) / 1000000))
 }
 

@@ -163,6 +163,7 @@ static int open_pool(struct point *p, unsigned flags, struct vdp_pool **out,
 		return -1;
 	}
 	vdp_pool_set_commit_interval(*out, 0);
+	vdp_pool_set_discard_sync(*out, true);
 	return 0;
 }
 

@@ -1050,6 +1050,7 @@ static int workload(struct vdp_pool *p, uint64_t counts[3])
 	int acked = 0;
 
 	vdp_pool_set_commit_interval(p, 0); /* no timer commits */
+	vdp_pool_set_discard_sync(p, true); /* write counts replay */
 	pool_fill(b, A_LEN, 1);
 	if (vdp_create(p, VDP_ROOT_INO, "a.img", S_IFREG | 0600, 0, 0, &a) < 0)
 		goto out;
