@@ -336,10 +336,11 @@ def report(a):
         L.append("### The thin disk's runs")
         L.append("")
         L.append("Before each run the thin disk is truncated to nothing and "
-                 "committed, which frees (and discards on the members) what the "
-                 "previous run allocated; the run has no warm-up and writes each "
-                 "block at most once, so it stops when the disk is full or the "
-                 "time is up.")
+                 "committed, which frees what the previous run allocated, and "
+                 "the run waits until the daemon has discarded it on the "
+                 "members; the run has no warm-up and writes each block at "
+                 "most once, so it stops when the disk is full or the time is "
+                 "up.")
         L.append("")
         L.append("| job | freeing the previous run's extents, ms | allocated at the end, MiB |")
         L.append("|---|---:|---:|")
