@@ -92,9 +92,9 @@ int main(void)
 	if (!make_member(m0, 64 << 20))
 		return 1;
 	CHECK_EQ(vdp_pool_create(members, 1, &o), 0);
-	/* Every discard call waits 1 s; the member is a sparse file, so a
+	/* Every discard call waits 2 s; the member is a sparse file, so a
 	 * done discard shows in its allocation. */
-	CHECK_EQ(vdp_layers_set("fault:op=discard,p=1,delay=1000"), 0);
+	CHECK_EQ(vdp_layers_set("fault:op=discard,p=1,delay=2000"), 0);
 	if (vdp_pool_open(m0, 0, &p) < 0) {
 		fprintf(stderr, "open: %s\n", vdp_last_error());
 		return 1;
